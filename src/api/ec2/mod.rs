@@ -1,0 +1,153 @@
+//! The EC2 Query actions: one function per action that reads its parameters, calls the
+//! service, and writes the response XML.
+
+mod images;
+mod regions;
+mod snapshots;
+mod tags;
+
+use super::query::Params;
+use super::xml::XmlWriter;
+use crate::error::{Error, Result};
+use crate::service::{RequestContext, Service};
+
+/// What a handler gets: the service, the caller, the parameters, and response details.
+pub struct Call<'a> {
+    /// The service.
+    pub service: &'a Service,
+    /// The authenticated caller.
+    pub ctx: &'a RequestContext,
+    /// Request parameters.
+    pub params: &'a Params,
+    /// The action name.
+    pub action: &'a str,
+    /// Request id echoed in the response.
+    pub request_id: &'a str,
+    /// The endpoint clients reached (for DescribeRegions).
+    pub endpoint: &'a str,
+}
+
+impl Call<'_> {
+    /// Starts the response document.
+    pub fn response(&self) -> XmlWriter {
+        XmlWriter::response(self.action, self.request_id)
+    }
+
+    /// Finishes a response document.
+    pub fn finish(&self, w: XmlWriter) -> String {
+        w.finish(self.action)
+    }
+
+    /// A response with just `<return>true</return>`.
+    pub fn return_true(&self) -> String {
+        let mut w = self.response();
+        w.bool_leaf("return", true);
+        self.finish(w)
+    }
+}
+
+type Handler = fn(&Call<'_>) -> Result<String>;
+
+/// Every supported action and its handler.
+pub const ACTIONS: &[(&str, Handler)] = &[
+    ("DescribeRegions", regions::describe_regions),
+    (
+        "DescribeAvailabilityZones",
+        regions::describe_availability_zones,
+    ),
+    ("RegisterImage", images::register_image),
+    ("DescribeImages", images::describe_images),
+    ("DeregisterImage", images::deregister_image),
+    ("CopyImage", images::copy_image),
+    ("DescribeImageAttribute", images::describe_image_attribute),
+    ("ModifyImageAttribute", images::modify_image_attribute),
+    ("ResetImageAttribute", images::reset_image_attribute),
+    ("EnableImageDeprecation", images::enable_image_deprecation),
+    ("DisableImageDeprecation", images::disable_image_deprecation),
+    ("DisableImage", images::disable_image),
+    ("EnableImage", images::enable_image),
+    (
+        "EnableImageDeregistrationProtection",
+        images::enable_deregistration_protection,
+    ),
+    (
+        "DisableImageDeregistrationProtection",
+        images::disable_deregistration_protection,
+    ),
+    (
+        "GetImageBlockPublicAccessState",
+        images::get_image_block_public_access_state,
+    ),
+    (
+        "EnableImageBlockPublicAccess",
+        images::enable_image_block_public_access,
+    ),
+    (
+        "DisableImageBlockPublicAccess",
+        images::disable_image_block_public_access,
+    ),
+    ("DescribeSnapshots", snapshots::describe_snapshots),
+    ("DeleteSnapshot", snapshots::delete_snapshot),
+    ("CopySnapshot", snapshots::copy_snapshot),
+    (
+        "DescribeSnapshotAttribute",
+        snapshots::describe_snapshot_attribute,
+    ),
+    (
+        "ModifySnapshotAttribute",
+        snapshots::modify_snapshot_attribute,
+    ),
+    (
+        "ResetSnapshotAttribute",
+        snapshots::reset_snapshot_attribute,
+    ),
+    ("CreateTags", tags::create_tags),
+    ("DeleteTags", tags::delete_tags),
+    ("DescribeTags", tags::describe_tags),
+];
+
+/// Runs one action for an authenticated caller and returns the response XML.
+pub fn dispatch(
+    service: &Service,
+    ctx: &RequestContext,
+    action: &str,
+    params: &Params,
+    request_id: &str,
+    endpoint: &str,
+) -> Result<String> {
+    let handler = ACTIONS
+        .iter()
+        .find(|(name, _)| *name == action)
+        .map(|(_, h)| *h)
+        .ok_or_else(|| Error::InvalidAction(action.to_string()))?;
+    let call = Call {
+        service,
+        ctx,
+        params,
+        action,
+        request_id,
+        endpoint,
+    };
+    handler(&call).map_err(|e| {
+        if ctx.dry_run && e.is_permission_denied() {
+            Error::UnauthorizedOperation
+        } else {
+            e
+        }
+    })
+}
+
+/// Writes the caller's tags of a resource as `<tagSet>` (omitted when empty, as EC2 does).
+pub(crate) fn write_tag_set(
+    w: &mut XmlWriter,
+    tags: Option<&std::collections::BTreeMap<String, String>>,
+) {
+    if tags.is_none_or(|t| t.is_empty()) {
+        return;
+    }
+    w.open("tagSet");
+    for (k, v) in tags.into_iter().flatten() {
+        w.open("item").leaf("key", k).leaf("value", v).close("item");
+    }
+    w.close("tagSet");
+}

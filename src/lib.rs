@@ -1,0 +1,10 @@
+//! Kiln: a self-hosted machine-image service that speaks the EC2 API.
+//!
+//! Layers, from the wire inwards: [`api`] (protocol), [`service`] (EC2 semantics),
+//! [`store`] (durable metadata). See ARCHITECTURE.md for the map.
+
+pub mod accounts;
+pub mod api;
+pub mod error;
+pub mod service;
+pub mod store;

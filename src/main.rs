@@ -1,0 +1,248 @@
+//! The `kiln` binary: `kiln serve` and the admin commands.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kiln::accounts::{self, NewAccount};
+use kiln::service::{Service, ServiceConfig};
+use kiln::store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Kiln: a self-hosted machine-image service that speaks the EC2 API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Data directory (metadata database, credentials).
+    #[arg(long, global = true, default_value = "./kiln-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the EC2 and EBS direct APIs.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7780")]
+        listen: SocketAddr,
+        /// Regions served, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "us-east-1,us-west-2,eu-west-1"
+        )]
+        regions: Vec<String>,
+    },
+    /// Manage accounts and access keys (works while the server runs).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account with an access key.
+    Create {
+        /// Unique account name.
+        name: String,
+        /// Twelve-digit account id (random if omitted).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Access key id (random if omitted; needs --secret-access-key).
+        #[arg(long, requires = "secret_access_key")]
+        access_key_id: Option<String>,
+        /// Secret access key (random if omitted; needs --access-key-id).
+        #[arg(long, requires = "access_key_id")]
+        secret_access_key: Option<String>,
+        /// Organization the account belongs to (for launch permissions by organization).
+        #[arg(long)]
+        organization_arn: Option<String>,
+        /// Organizational unit the account belongs to.
+        #[arg(long)]
+        organizational_unit_arn: Option<String>,
+        /// Print JSON: {"AccountId":..,"AccessKeyId":..,"SecretAccessKey":..}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List accounts.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an access key to an account (by id or name; `kiln` is the built-in image owner).
+    AddKey {
+        /// Account id or name.
+        account: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { listen, regions } => serve(cli.data_dir, listen, regions),
+        Command::Account { command } => account(cli.data_dir, command),
+    }
+}
+
+fn serve(data_dir: PathBuf, listen: SocketAddr, regions: Vec<String>) -> anyhow::Result<()> {
+    let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
+    anyhow::ensure!(
+        !regions.is_empty(),
+        "--regions must name at least one region"
+    );
+    let config = ServiceConfig {
+        regions,
+        ..ServiceConfig::default()
+    };
+    let service = Service::open(&data_dir, config)
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    if let Some((account, key)) = accounts::first_start(service.store(), &data_dir)? {
+        println!("Created account {} ({})", account.account_id, account.name);
+        println!("  AccessKeyId:     {}", key.access_key_id);
+        println!("  SecretAccessKey: {}", key.secret_access_key);
+        println!(
+            "  Credentials written to {} (profile {})",
+            data_dir.join("credentials").display(),
+            accounts::CREDENTIALS_PROFILE
+        );
+    }
+    let service = Arc::new(service);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        tracing::info!(
+            "kiln listening on http://{listen} (regions: {})",
+            service.config().regions.join(", ")
+        );
+        tokio::spawn(kiln::api::server::run_background_work(service.clone()));
+        axum::serve(listener, kiln::api::server::router(service))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn print_key(
+    account: &kiln::service::model::Account,
+    key: &kiln::service::model::AccessKey,
+    json: bool,
+) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "AccountId": account.account_id,
+                "AccessKeyId": key.access_key_id,
+                "SecretAccessKey": key.secret_access_key,
+            })
+        );
+    } else {
+        println!("AccountId:       {}", account.account_id);
+        println!("AccessKeyId:     {}", key.access_key_id);
+        println!("SecretAccessKey: {}", key.secret_access_key);
+    }
+}
+
+fn account(data_dir: PathBuf, command: AccountCommand) -> anyhow::Result<()> {
+    // Opening through Service makes sure the schema and the built-in owner exist.
+    let store = Store::open(&data_dir)
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    match command {
+        AccountCommand::Create {
+            name,
+            account_id,
+            access_key_id,
+            secret_access_key,
+            organization_arn,
+            organizational_unit_arn,
+            json,
+        } => {
+            Service::ensure_builtin_owner(&store)?;
+            let (account, key) = accounts::create_account(
+                &store,
+                NewAccount {
+                    name,
+                    account_id,
+                    access_key_id,
+                    secret_access_key,
+                    organization_arn,
+                    organizational_unit_arn,
+                },
+            )?;
+            print_key(&account, &key, json);
+        }
+        AccountCommand::List { json } => {
+            Service::ensure_builtin_owner(&store)?;
+            let all = store.list_accounts()?;
+            if json {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "AccountId": a.account_id,
+                            "Name": a.name,
+                            "Alias": a.alias,
+                            "OrganizationArn": a.organization_arn,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for a in all {
+                    println!(
+                        "{}  {}{}",
+                        a.account_id,
+                        a.name,
+                        a.alias
+                            .map(|x| format!("  (alias {x})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        AccountCommand::AddKey { account, json } => {
+            Service::ensure_builtin_owner(&store)?;
+            let (account, key) = accounts::add_key(&store, &account)?;
+            print_key(&account, &key, json);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The EC2 semantics: images, snapshots, tags, regions, accounts and who may see what.
+//!
+//! The service knows nothing about HTTP or XML. Reads are served from the in-memory
+//! [`state::State`]; every write goes through [`Service::write`], which validates against
+//! the state while holding the writer gate, commits the resulting [`ChangeSet`] to the
+//! [`Store`] in one transaction, and only then applies it in memory. So a client never sees,
+//! and never is told about, a change that is not on disk.
+
+pub mod filters;
+pub mod ids;
+pub mod images;
+pub mod model;
+pub mod pagination;
+pub mod regions;
+pub mod snapshots;
+pub mod state;
+pub mod tags;
+pub mod time;
+
+use crate::error::{Error, Result};
+use crate::store::{Change, ChangeSet, Store};
+use model::{AccessKey, Account};
+use state::State;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+
+/// Account id of the built-in owner of Kiln's public Quick Start images.
+pub const KILN_OWNER_ACCOUNT_ID: &str = "100000000001";
+/// Name and owner alias of the built-in owner account.
+pub const KILN_OWNER_ALIAS: &str = "kiln";
+
+/// Who is calling, where, and whether it is a dry run.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The authenticated caller.
+    pub account: Account,
+    /// Region from the SigV4 credential scope.
+    pub region: String,
+    /// `DryRun=true`: validate, then answer `DryRunOperation` instead of acting.
+    pub dry_run: bool,
+}
+
+impl RequestContext {
+    /// The caller's account id.
+    pub fn account_id(&self) -> &str {
+        &self.account.account_id
+    }
+
+    /// Ends a validated dry run: the call would have succeeded.
+    pub fn finish_dry_run(&self) -> Result<()> {
+        if self.dry_run {
+            Err(Error::DryRunOperation)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Regions this Kiln serves.
+    pub regions: Vec<String>,
+    /// How long a copy stays `pending` at least (lets clients observe the transition).
+    pub copy_delay_ms: i64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            regions: vec!["us-east-1".into(), "us-west-2".into(), "eu-west-1".into()],
+            copy_delay_ms: 1000,
+        }
+    }
+}
+
+/// The EC2 service: state in memory, durable in the store.
+pub struct Service {
+    store: Store,
+    state: RwLock<State>,
+    /// Serializes writers: validation, commit and in-memory apply happen in order.
+    write_gate: Mutex<()>,
+    /// account id → owner alias, for `imageOwnerAlias` and `Owners=<alias>`.
+    aliases: HashMap<String, String>,
+    config: ServiceConfig,
+}
+
+impl Service {
+    /// Opens the data directory, creating the built-in owner account if needed, and loads state.
+    pub fn open(data_dir: &Path, config: ServiceConfig) -> Result<Service> {
+        let store = Store::open(data_dir)?;
+        Service::ensure_builtin_owner(&store)?;
+        let loaded = store.load_all()?;
+        let aliases = store
+            .list_accounts()?
+            .into_iter()
+            .filter_map(|a| a.alias.map(|alias| (a.account_id, alias)))
+            .collect();
+        Ok(Service {
+            store,
+            state: RwLock::new(State::from_loaded(loaded)),
+            write_gate: Mutex::new(()),
+            aliases,
+            config,
+        })
+    }
+
+    /// The underlying store (accounts are managed there directly).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The service configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// True if this Kiln serves the region.
+    pub fn serves_region(&self, region: &str) -> bool {
+        self.config.regions.iter().any(|r| r == region)
+    }
+
+    /// Looks up the key of a request and the account it belongs to.
+    pub fn authenticate(&self, access_key_id: &str) -> Result<Option<(AccessKey, Account)>> {
+        let Some(key) = self.store.find_access_key(access_key_id)? else {
+            return Ok(None);
+        };
+        let account = self.store.find_account(&key.account_id)?.ok_or_else(|| {
+            Error::InternalError(format!("access key {access_key_id} has no account"))
+        })?;
+        Ok(Some((key, account)))
+    }
+
+    /// The owner alias of an account (`kiln` for the built-in owner), if any.
+    pub fn owner_alias(&self, account_id: &str) -> Option<&str> {
+        self.aliases.get(account_id).map(String::as_str)
+    }
+
+    /// Account ids that carry an owner alias.
+    pub fn accounts_with_alias(&self, alias: &str) -> Vec<String> {
+        self.aliases
+            .iter()
+            .filter(|(_, a)| a.as_str() == alias)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// A read view of the state.
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, State>> {
+        self.state
+            .read()
+            .map_err(|_| Error::InternalError("state lock poisoned".into()))
+    }
+
+    /// Runs one write: `plan` validates against the current state and returns the changes
+    /// and the answer; the changes are committed, then applied in memory.
+    pub(crate) fn write<T>(
+        &self,
+        plan: impl FnOnce(&State, &mut IdIssuer<'_>) -> Result<(ChangeSet, T)>,
+    ) -> Result<T> {
+        let _gate = self
+            .write_gate
+            .lock()
+            .map_err(|_| Error::InternalError("write gate poisoned".into()))?;
+        let (changes, answer) = {
+            let state = self.read()?;
+            let mut issuer = IdIssuer {
+                store: &self.store,
+                state: &state,
+                issued: Vec::new(),
+            };
+            let (mut changes, answer) = plan(&state, &mut issuer)?;
+            // Ids are reserved in the same transaction as the records that use them.
+            let mut with_ids: ChangeSet = issuer.issued.into_iter().map(Change::IssueId).collect();
+            with_ids.append(&mut changes);
+            (with_ids, answer)
+        };
+        if !changes.is_empty() {
+            self.store.apply(&changes)?;
+            let mut state = self
+                .state
+                .write()
+                .map_err(|_| Error::InternalError("state lock poisoned".into()))?;
+            for change in &changes {
+                state.apply(change);
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// Hands out fresh resource ids during a write; they are reserved when the write commits.
+pub struct IdIssuer<'a> {
+    store: &'a Store,
+    state: &'a State,
+    issued: Vec<String>,
+}
+
+impl IdIssuer<'_> {
+    /// A new id with the prefix (`ami`, `snap`), never issued before.
+    pub fn issue(&mut self, prefix: &str) -> Result<String> {
+        loop {
+            let id = ids::generate(prefix);
+            let clash = self.issued.contains(&id)
+                || self.state.contains_id(&id)
+                || self.store.id_was_issued(&id)?;
+            if !clash {
+                self.issued.push(id.clone());
+                return Ok(id);
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Creates the built-in `kiln` owner account if it does not exist yet.
+    pub fn ensure_builtin_owner(store: &Store) -> Result<()> {
+        if store.find_account(KILN_OWNER_ACCOUNT_ID)?.is_some() {
+            return Ok(());
+        }
+        store.create_account(
+            &Account {
+                account_id: KILN_OWNER_ACCOUNT_ID.into(),
+                name: KILN_OWNER_ALIAS.into(),
+                alias: Some(KILN_OWNER_ALIAS.into()),
+                organization_arn: None,
+                organizational_unit_arn: None,
+            },
+            None,
+        )
+    }
+}

@@ -1,0 +1,90 @@
+//! Schema migrations, applied in order and recorded in SQLite's `user_version`.
+//!
+//! A migration is never edited once released: add a new one at the end instead.
+
+use crate::error::Result;
+use rusqlite::Connection;
+
+/// The migrations; index + 1 is the schema version each one produces.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, keys, issued ids, images, snapshots, client tokens, per-region settings.
+    "CREATE TABLE accounts (
+        account_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        alias TEXT,
+        organization_arn TEXT,
+        organizational_unit_arn TEXT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    CREATE TABLE access_keys (
+        access_key_id TEXT PRIMARY KEY,
+        secret_access_key TEXT NOT NULL,
+        account_id TEXT NOT NULL REFERENCES accounts(account_id),
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    CREATE TABLE issued_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE images (
+        image_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE TABLE snapshots (
+        snapshot_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE TABLE client_tokens (
+        account_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        action TEXT NOT NULL,
+        token TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        PRIMARY KEY (account_id, region, action, token)
+    );
+    CREATE TABLE region_settings (
+        account_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        image_block_public_access INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account_id, region)
+    );",
+];
+
+/// Brings the database to the newest schema version, each step in its own transaction.
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        if version <= current {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The schema version this build writes.
+#[cfg(test)]
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        migrate(&conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest_version());
+    }
+}
