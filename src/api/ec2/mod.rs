@@ -151,3 +151,120 @@ pub(crate) fn write_tag_set(
     }
     w.close("tagSet");
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests: random Query input through the real dispatcher and a real service on a
+    //! temporary SQLite file. Any input may be refused, but none may panic, and a refused
+    //! write leaves nothing behind.
+    use super::*;
+    use crate::service::model::Account;
+    use crate::service::ServiceConfig;
+    use proptest::prelude::*;
+
+    fn service() -> (tempfile::TempDir, Service) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = Service::open(dir.path(), ServiceConfig::default()).expect("service");
+        (dir, svc)
+    }
+
+    fn ctx(dry_run: bool) -> RequestContext {
+        RequestContext {
+            account: Account {
+                account_id: "123456789012".into(),
+                name: "t".into(),
+                alias: None,
+                organization_arn: None,
+                organizational_unit_arn: None,
+            },
+            region: "us-east-1".into(),
+            dry_run,
+        }
+    }
+
+    fn key_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("ImageId.1".to_string()),
+            Just("Name".to_string()),
+            Just("Filter.1.Name".to_string()),
+            Just("Filter.1.Value.1".to_string()),
+            Just("BlockDeviceMapping.1.Ebs.SnapshotId".to_string()),
+            Just("BlockDeviceMapping.1.DeviceName".to_string()),
+            Just("RootDeviceName".to_string()),
+            Just("MaxResults".to_string()),
+            Just("NextToken".to_string()),
+            Just("Tag.1.Key".to_string()),
+            Just("ResourceId.1".to_string()),
+            Just("LaunchPermission.Add.1.UserId".to_string()),
+            Just("Attribute".to_string()),
+            "[A-Za-z.0-9]{1,24}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn dispatch_random_params_never_panics(
+            action_index in 0..ACTIONS.len(),
+            pairs in proptest::collection::vec((key_strategy(), ".{0,40}"), 0..8),
+            dry_run in any::<bool>(),
+        ) {
+            let (_dir, svc) = service();
+            let params = Params::from_pairs(pairs);
+            let action = ACTIONS[action_index].0;
+            let _ = dispatch(&svc, &ctx(dry_run), action, &params, "req", "host");
+        }
+
+        #[test]
+        fn register_image_random_params_failure_changes_nothing(
+            pairs in proptest::collection::vec((key_strategy(), ".{0,40}"), 0..8),
+        ) {
+            let (_dir, svc) = service();
+            let params = Params::from_pairs(pairs);
+            if dispatch(&svc, &ctx(false), "RegisterImage", &params, "req", "host").is_err() {
+                let state = svc.read().expect("state");
+                prop_assert!(state.images.is_empty());
+            }
+        }
+
+        #[test]
+        fn params_from_form_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let p = Params::from_form(&bytes);
+            let _ = p.filters();
+            let _ = p.tag_specifications();
+            let _ = p.list("ImageId");
+            let _ = p.structs("BlockDeviceMapping");
+        }
+    }
+
+    #[test]
+    fn dispatch_unknown_action_fails_with_invalid_action() {
+        let (_dir, svc) = service();
+        let err = dispatch(
+            &svc,
+            &ctx(false),
+            "LaunchRockets",
+            &Params::default(),
+            "r",
+            "h",
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "InvalidAction");
+    }
+
+    #[test]
+    fn dispatch_dry_run_describe_fails_with_dry_run_operation() {
+        let (_dir, svc) = service();
+        let err = dispatch(
+            &svc,
+            &ctx(true),
+            "DescribeImages",
+            &Params::default(),
+            "r",
+            "h",
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "DryRunOperation");
+    }
+}
