@@ -182,7 +182,7 @@ fn print_key(
 }
 
 fn account(data_dir: PathBuf, command: AccountCommand) -> anyhow::Result<()> {
-    // Opening through Service makes sure the schema and the built-in owner exist.
+    // The store alone suffices: accounts are read from SQLite by the server on every request.
     let store = Store::open(&data_dir)
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     match command {
