@@ -81,6 +81,9 @@ pub enum Error {
     /// The snapshot is used by a registered image.
     #[error("The snapshot {0} is currently in use by {1}")]
     InvalidSnapshotInUse(String, String),
+    /// A block device mapping is not valid (sizes, device names, virtual names).
+    #[error("{0}")]
+    InvalidBlockDeviceMapping(String),
     /// A resource id of an unknown kind or shape.
     #[error("The ID '{0}' is not valid")]
     InvalidId(String),
@@ -135,6 +138,7 @@ impl Error {
             Error::InvalidSnapshotIdMalformed(_) => "InvalidSnapshotID.Malformed",
             Error::InvalidSnapshotNotFound(_) => "InvalidSnapshot.NotFound",
             Error::InvalidSnapshotInUse(_, _) => "InvalidSnapshot.InUse",
+            Error::InvalidBlockDeviceMapping(_) => "InvalidBlockDeviceMapping",
             Error::InvalidId(_) => "InvalidID",
             Error::TagLimitExceeded(_) => "TagLimitExceeded",
             Error::EbsValidation { .. } => "ValidationException",

@@ -47,7 +47,10 @@ impl Filters {
     pub fn compile(raw: &[RawFilter], known: &[&str], tags: bool) -> Result<Filters> {
         let mut out = Vec::with_capacity(raw.len());
         for f in raw {
-            let is_tag = tags && f.name.starts_with("tag:") && f.name.len() > 4;
+            let is_tag = tags
+                && ((f.name.starts_with("tag:") && f.name.len() > 4)
+                    || f.name == "tag-key"
+                    || f.name == "tag-value");
             if !is_tag && !known.contains(&f.name.as_str()) {
                 return Err(Error::InvalidParameterValue(format!(
                     "The filter '{}' is invalid",

@@ -24,7 +24,7 @@ pub struct RegisterImageRequest {
     pub name: Option<String>,
     /// Description.
     pub description: Option<String>,
-    /// Architecture (default x86_64).
+    /// Architecture (default i386, as AWS documents for EBS-backed images).
     pub architecture: Option<String>,
     /// Root device name (required for EBS-backed images).
     pub root_device_name: Option<String>,
@@ -333,7 +333,7 @@ fn resolve_mapping(
             .strip_prefix("ephemeral")
             .and_then(|n| n.parse::<u8>().ok());
         if !n.is_some_and(|n| n <= 23) || mapping.ebs.is_some() {
-            return Err(Error::InvalidParameterValue(format!(
+            return Err(Error::InvalidBlockDeviceMapping(format!(
                 "Invalid virtual name {virtual_name} for device {}: expected ephemeral0..ephemeral23 without Ebs",
                 mapping.device_name
             )));
@@ -374,7 +374,7 @@ fn resolve_mapping(
             let snapshot = usable_snapshot(state, ctx, snapshot_id)?;
             let size = ebs.volume_size.unwrap_or(snapshot.volume_size);
             if size < snapshot.volume_size {
-                return Err(Error::InvalidParameterValue(format!(
+                return Err(Error::InvalidBlockDeviceMapping(format!(
                     "Volume of size {size}GB is smaller than snapshot '{snapshot_id}', expect size >= {}GB",
                     snapshot.volume_size
                 )));
@@ -485,7 +485,7 @@ impl Service {
             let mut mappings = Vec::with_capacity(req.block_device_mappings.len());
             for mapping in &req.block_device_mappings {
                 if !devices.insert(mapping.device_name.clone()) {
-                    return Err(Error::InvalidParameterValue(format!(
+                    return Err(Error::InvalidBlockDeviceMapping(format!(
                         "The device name {} is used more than once",
                         mapping.device_name
                     )));
@@ -512,7 +512,8 @@ impl Service {
                 image_location: format!("{}/{}", ctx.account_id(), name),
                 name,
                 description: req.description.clone(),
-                architecture: req.architecture.clone().unwrap_or_else(|| "x86_64".into()),
+                // AWS's documented default for EBS-backed images.
+                architecture: req.architecture.clone().unwrap_or_else(|| "i386".into()),
                 image_type: "machine".into(),
                 virtualization_type: req
                     .virtualization_type
