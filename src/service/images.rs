@@ -332,7 +332,7 @@ fn resolve_mapping(
         let n = virtual_name
             .strip_prefix("ephemeral")
             .and_then(|n| n.parse::<u8>().ok());
-        if !n.is_some_and(|n| n <= 23) || mapping.ebs.is_some() {
+        if n.is_none_or(|n| n > 23) || mapping.ebs.is_some() {
             return Err(Error::InvalidBlockDeviceMapping(format!(
                 "Invalid virtual name {virtual_name} for device {}: expected ephemeral0..ephemeral23 without Ebs",
                 mapping.device_name

@@ -111,16 +111,18 @@ pub fn tags_for_new_resource(
 
 /// A taggable resource the caller can see, by id.
 enum Taggable {
-    Image(super::model::Image),
-    Snapshot(super::model::Snapshot),
+    Image(Box<super::model::Image>),
+    Snapshot(Box<super::model::Snapshot>),
 }
 
 fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggable> {
     match ids::prefix_of(id) {
-        Some("ami") => Ok(Taggable::Image((**visible_image(state, ctx, id)?).clone())),
-        Some("snap") => Ok(Taggable::Snapshot(
+        Some("ami") => Ok(Taggable::Image(Box::new(
+            (**visible_image(state, ctx, id)?).clone(),
+        ))),
+        Some("snap") => Ok(Taggable::Snapshot(Box::new(
             (**visible_snapshot(state, ctx, id)?).clone(),
-        )),
+        ))),
         _ => Err(Error::InvalidId(id.to_string())),
     }
 }
@@ -135,8 +137,8 @@ impl Taggable {
 
     fn into_change(self) -> Change {
         match self {
-            Taggable::Image(i) => Change::PutImage(i),
-            Taggable::Snapshot(s) => Change::PutSnapshot(s),
+            Taggable::Image(i) => Change::PutImage(*i),
+            Taggable::Snapshot(s) => Change::PutSnapshot(*s),
         }
     }
 }

@@ -15,6 +15,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// One change to the stored state; a [`ChangeSet`] of them commits atomically.
+// Records are carried by value: change sets are short-lived and small in number.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Reserve an id forever, so it is never issued again.

@@ -117,6 +117,23 @@ def test_copy_image_same_client_token_returns_same_image(ec2_a_west, source):
     assert [i["ImageId"] for i in named["Images"]] == [first]
 
 
+def test_copy_image_same_client_token_other_parameters_fails_with_idempotent_mismatch(
+    ec2_a_west, source
+):
+    token = unique("token")
+    ec2_a_west.copy_image(
+        Name=unique("copy"), SourceImageId=source.image_id, SourceRegion=PRIMARY, ClientToken=token
+    )
+
+    with pytest.raises(ClientError) as e:
+        ec2_a_west.copy_image(
+            Name=unique("copy-other"), SourceImageId=source.image_id, SourceRegion=PRIMARY,
+            ClientToken=token,
+        )
+
+    assert error_code(e) == "IdempotentParameterMismatch"
+
+
 def test_copy_image_different_client_tokens_create_different_images(ec2_a_west, source):
     first = ec2_a_west.copy_image(
         Name=unique("copy"), SourceImageId=source.image_id, SourceRegion=PRIMARY,
@@ -128,6 +145,22 @@ def test_copy_image_different_client_tokens_create_different_images(ec2_a_west, 
     )["ImageId"]
 
     assert first != second
+
+
+def test_describe_images_source_image_filters_select_copies(ec2_a_west, source):
+    image_id = ec2_a_west.copy_image(
+        Name=unique("copy"), SourceImageId=source.image_id, SourceRegion=PRIMARY
+    )["ImageId"]
+
+    resp = ec2_a_west.describe_images(
+        Filters=[
+            {"Name": "source-image-id", "Values": [source.image_id]},
+            {"Name": "source-image-region", "Values": [PRIMARY]},
+            {"Name": "image-id", "Values": [image_id]},
+        ]
+    )
+
+    assert [i["ImageId"] for i in resp["Images"]] == [image_id]
 
 
 def test_copy_image_is_not_visible_in_source_region(ec2_a, ec2_a_west, source):

@@ -1,5 +1,6 @@
 """DescribeImages: ids, owners, executable users, filters, wildcards, pagination."""
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pytest
@@ -497,6 +498,13 @@ def test_describe_images_max_results_with_image_ids_fails_with_invalid_parameter
     assert error_code(e) == "InvalidParameterCombination"
 
 
+def test_describe_images_max_results_below_5_fails_with_invalid_parameter_value(ec2_a):
+    with pytest.raises(ClientError) as e:
+        ec2_a.describe_images(Owners=["self"], MaxResults=4)
+
+    assert error_code(e) == "InvalidParameterValue"
+
+
 def test_describe_images_garbage_next_token_fails_with_invalid_pagination_token(ec2_a):
     with pytest.raises(ClientError) as e:
         ec2_a.describe_images(Owners=["self"], MaxResults=5, NextToken="not-a-token")
@@ -509,3 +517,87 @@ def test_describe_images_dry_run_fails_with_dry_run_operation(ec2_a):
         ec2_a.describe_images(Owners=["self"], DryRun=True)
 
     assert error_code(e) == "DryRunOperation"
+
+
+# ---------------------------------------------------------------- every documented filter
+
+
+@pytest.fixture(scope="module")
+def featured(ec2_a, make_snapshot, register_image):
+    """Two images that differ in every documented attribute, tagged with a unique run."""
+    run = unique("feat")
+    rich = register_image(
+        tags={"feat": run},
+        Architecture="x86_64",
+        VirtualizationType="hvm",
+        EnaSupport=True,
+        SriovNetSupport="simple",
+        BootMode="uefi",
+        BlockDeviceMappings=[
+            {
+                "DeviceName": "/dev/xvda",
+                "Ebs": {
+                    "SnapshotId": make_snapshot(size=8),
+                    "VolumeSize": 9,
+                    "VolumeType": "gp3",
+                    "DeleteOnTermination": False,
+                },
+            },
+            {
+                "DeviceName": "/dev/xvdz",
+                "Ebs": {"VolumeSize": 4, "VolumeType": "io2", "Iops": 100, "Encrypted": True},
+            },
+        ],
+    )
+    pv_snap = make_snapshot(size=8)
+    pv = register_image(
+        tags={"feat": run},
+        Architecture="i386",
+        VirtualizationType="paravirtual",
+        KernelId="aki-fc8f11cc",
+        RamdiskId="ari-0123abcd",
+        RootDeviceName="/dev/sda1",
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": pv_snap, "VolumeType": "gp2"}}
+        ],
+        snapshot_id=pv_snap,
+    )
+    return run, {"rich": rich.image_id, "pv": pv.image_id}
+
+
+TODAY = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+
+DOCUMENTED_IMAGE_FILTERS = [
+    ("architecture", "i386", ["pv"]),
+    ("block-device-mapping.delete-on-termination", "false", ["rich"]),
+    ("block-device-mapping.device-name", "/dev/xvdz", ["rich"]),
+    ("block-device-mapping.volume-size", "9", ["rich"]),
+    ("block-device-mapping.volume-type", "io2", ["rich"]),
+    ("block-device-mapping.encrypted", "true", ["rich"]),
+    ("creation-date", TODAY + "T*", ["pv", "rich"]),
+    ("ena-support", "true", ["rich"]),
+    ("free-tier-eligible", "false", ["pv", "rich"]),
+    ("hypervisor", "xen", ["pv", "rich"]),
+    ("image-type", "machine", ["pv", "rich"]),
+    ("kernel-id", "aki-fc8f11cc", ["pv"]),
+    ("platform", "windows", []),
+    ("ramdisk-id", "ari-0123abcd", ["pv"]),
+    ("root-device-name", "/dev/sda1", ["pv"]),
+    ("root-device-type", "ebs", ["pv", "rich"]),
+    ("sriov-net-support", "simple", ["rich"]),
+    ("state", "available", ["pv", "rich"]),
+    ("virtualization-type", "paravirtual", ["pv"]),
+]
+
+
+@pytest.mark.parametrize(
+    "name,value,expected", DOCUMENTED_IMAGE_FILTERS, ids=[f[0] for f in DOCUMENTED_IMAGE_FILTERS]
+)
+def test_describe_images_documented_filter_selects_matching(ec2_a, featured, name, value, expected):
+    run, ids = featured
+
+    resp = ec2_a.describe_images(
+        Filters=[{"Name": "tag:feat", "Values": [run]}, {"Name": name, "Values": [value]}]
+    )
+
+    assert _ids(resp) == sorted(ids[k] for k in expected)

@@ -570,3 +570,27 @@ def test_describe_snapshot_attribute_unknown_snapshot_fails_with_not_found(ec2_a
         )
 
     assert error_code(e) == "InvalidSnapshot.NotFound"
+
+
+DOCUMENTED_SNAPSHOT_FILTERS = [
+    ("progress", "100%", ["small", "large"]),
+    ("start-time", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d") + "T*",
+     ["small", "large", "pending"]),
+    ("storage-tier", "standard", ["small", "large", "pending"]),
+    ("encrypted", "true", []),
+    ("volume-size", "4", ["small", "pending"]),
+]
+
+
+@pytest.mark.parametrize(
+    "name,value,expected", DOCUMENTED_SNAPSHOT_FILTERS, ids=[f[0] + "-" + f[1] for f in DOCUMENTED_SNAPSHOT_FILTERS]
+)
+def test_describe_snapshots_documented_filter_selects_matching(
+    ec2_a, snap_catalog, name, value, expected
+):
+    run, small, large, pending = snap_catalog
+    ids = {"small": small, "large": large, "pending": pending}
+
+    resp = ec2_a.describe_snapshots(Filters=[_run(run), {"Name": name, "Values": [value]}])
+
+    assert _ids(resp) == sorted(ids[k] for k in expected)

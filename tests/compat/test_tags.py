@@ -338,6 +338,20 @@ def test_describe_tags_paginator_page_size_5_walks_every_tag_once(ec2_a, registe
     assert all(len(p["Tags"]) <= 5 for p in pages)
 
 
+def test_describe_tags_max_results_below_5_fails_with_invalid_parameter_value(ec2_a):
+    with pytest.raises(ClientError) as e:
+        ec2_a.describe_tags(MaxResults=4)
+
+    assert error_code(e) == "InvalidParameterValue"
+
+
+def test_describe_tags_garbage_next_token_fails_with_invalid_pagination_token(ec2_a):
+    with pytest.raises(ClientError) as e:
+        ec2_a.describe_tags(MaxResults=5, NextToken="garbage")
+
+    assert error_code(e) == "InvalidPaginationToken"
+
+
 def test_describe_tags_in_other_region_does_not_show_tags(ec2_a_west, tagged):
     run, image, snapshot_id = tagged
 
