@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod blocks;
 pub mod error;
 pub mod service;
 pub mod store;

@@ -35,6 +35,8 @@ enum Command {
         )]
         regions: Vec<String>,
     },
+    /// Check every stored block against its hash; report damaged blocks and their snapshots.
+    Scrub,
     /// Manage accounts and access keys (works while the server runs).
     Account {
         #[command(subcommand)]
@@ -95,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, regions } => serve(cli.data_dir, listen, regions),
         Command::Account { command } => account(cli.data_dir, command),
+        Command::Scrub => scrub(cli.data_dir),
     }
 }
 
@@ -120,6 +123,15 @@ fn serve(data_dir: PathBuf, listen: SocketAddr, regions: Vec<String>) -> anyhow:
             accounts::CREDENTIALS_PROFILE
         );
     }
+    // Blocks left by an interrupted run (written but never recorded) go now.
+    let gc = service.collect_garbage(true)?;
+    if gc.blocks_deleted + gc.orphans_deleted > 0 {
+        tracing::info!(
+            "collected {} unreferenced and {} orphaned blocks",
+            gc.blocks_deleted,
+            gc.orphans_deleted
+        );
+    }
     let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,6 +151,26 @@ fn serve(data_dir: PathBuf, listen: SocketAddr, regions: Vec<String>) -> anyhow:
             .await
             .context("serving")
     })
+}
+
+fn scrub(data_dir: PathBuf) -> anyhow::Result<()> {
+    let service = Service::open(&data_dir, ServiceConfig::default())
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let report = service.scrub()?;
+    println!("checked {} blocks", report.blocks_checked);
+    for (hash, snapshots) in &report.damaged {
+        println!(
+            "DAMAGED block {hash} in snapshots: {}",
+            snapshots.join(", ")
+        );
+    }
+    anyhow::ensure!(
+        report.damaged.is_empty(),
+        "{} damaged blocks",
+        report.damaged.len()
+    );
+    println!("store is clean");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,20 +1,90 @@
 //! The EBS direct APIs (REST-JSON, SigV4 service `ebs`) on the same endpoint as EC2.
 //!
-//! StartSnapshot and CompleteSnapshot are served now (an empty snapshot, so images can be
-//! registered); the block transfer actions answer with a clear error until the block store
-//! exists.
+//! StartSnapshot, PutSnapshotBlock, CompleteSnapshot, ListSnapshotBlocks, ListChangedBlocks
+//! and GetSnapshotBlock, as the `ebs` service model defines them.
 
 use crate::error::{Error, Result};
+use crate::service::snapshot_data::BlockPage;
 use crate::service::snapshots::{StartSnapshotRequest, BLOCK_SIZE};
 use crate::service::{time, RequestContext, Service};
 use serde::{Deserialize, Serialize};
 
-/// An EBS answer: status, JSON body.
+/// An EBS answer: status, body, content type and extra headers.
 pub struct EbsResponse {
     /// HTTP status.
     pub status: u16,
-    /// JSON body.
-    pub body: String,
+    /// Body (JSON, or block bytes).
+    pub body: Vec<u8>,
+    /// Content type of the body.
+    pub content_type: &'static str,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl EbsResponse {
+    fn json(status: u16, body: String) -> EbsResponse {
+        EbsResponse {
+            status,
+            body: body.into_bytes(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The parts of an EBS request the routes read.
+pub struct EbsRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path.
+    pub path: &'a str,
+    /// Raw query string.
+    pub query: &'a str,
+    /// Headers, lowercase names.
+    pub headers: &'a [(String, String)],
+    /// Body.
+    pub body: &'a [u8],
+}
+
+impl EbsRequest<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    fn query_int(&self, name: &str) -> Result<Option<i64>> {
+        self.query_param(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| Error::EbsValidation {
+                    reason: "INVALID_PARAMETER_VALUE",
+                    message: format!("{name} must be an integer, got '{v}'"),
+                })
+            })
+            .transpose()
+    }
+
+    fn page(&self) -> Result<BlockPage> {
+        Ok(BlockPage {
+            starting_index: self.query_int("startingBlockIndex")?,
+            max_results: self.query_int("maxResults")?,
+            page_token: self.query_param("pageToken"),
+        })
+    }
+}
+
+fn parse_index(text: &str) -> Result<i64> {
+    text.parse::<i64>().map_err(|_| Error::EbsValidation {
+        reason: "INVALID_BLOCK",
+        message: format!("Block index '{text}' is not a number"),
+    })
 }
 
 #[derive(Deserialize)]
@@ -62,24 +132,19 @@ struct StartSnapshotAnswer {
 pub fn dispatch(
     service: &Service,
     ctx: &RequestContext,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: &[u8],
+    req: &EbsRequest<'_>,
 ) -> Result<EbsResponse> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method, segments.as_slice()) {
-        ("POST", ["snapshots"]) => start_snapshot(service, ctx, body),
-        ("POST", ["snapshots", "completion", id]) => complete_snapshot(service, ctx, id, headers),
-        (_, ["snapshots", ..]) => Err(Error::EbsValidation {
-            reason: "INVALID_PARAMETER_VALUE",
-            message: format!(
-                "{method} {path}: snapshot block transfer is not available in this Kiln version"
-            ),
-        }),
+    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    match (req.method, segments.as_slice()) {
+        ("POST", ["snapshots"]) => start_snapshot(service, ctx, req.body),
+        ("POST", ["snapshots", "completion", id]) => complete_snapshot(service, ctx, id, req),
+        ("PUT", ["snapshots", id, "blocks", index]) => put_block(service, ctx, id, index, req),
+        ("GET", ["snapshots", id, "blocks"]) => list_blocks(service, ctx, id, req),
+        ("GET", ["snapshots", id, "changedblocks"]) => list_changed_blocks(service, ctx, id, req),
+        ("GET", ["snapshots", id, "blocks", index]) => get_block(service, ctx, id, index, req),
         _ => Err(Error::EbsValidation {
             reason: "INVALID_PARAMETER_VALUE",
-            message: format!("No EBS direct API operation at {method} {path}"),
+            message: format!("No EBS direct API operation at {} {}", req.method, req.path),
         }),
     }
 }
@@ -134,22 +199,17 @@ fn start_snapshot(service: &Service, ctx: &RequestContext, body: &[u8]) -> Resul
             "none"
         },
     };
-    Ok(EbsResponse {
-        status: 201,
-        body: serde_json::to_string(&answer)?,
-    })
+    Ok(EbsResponse::json(201, serde_json::to_string(&answer)?))
 }
 
 fn complete_snapshot(
     service: &Service,
     ctx: &RequestContext,
     snapshot_id: &str,
-    headers: &[(String, String)],
+    req: &EbsRequest<'_>,
 ) -> Result<EbsResponse> {
-    let count = headers
-        .iter()
-        .find(|(n, _)| n == "x-amz-changedblockscount")
-        .map(|(_, v)| v.as_str())
+    let count = req
+        .header("x-amz-changedblockscount")
         .ok_or_else(|| Error::EbsValidation {
             reason: "INVALID_PARAMETER_VALUE",
             message: "The x-amz-ChangedBlocksCount header is required".into(),
@@ -161,10 +221,135 @@ fn complete_snapshot(
             reason: "INVALID_PARAMETER_VALUE",
             message: format!("ChangedBlocksCount '{count}' is not a number"),
         })?;
-    service.complete_snapshot(ctx, snapshot_id, count)?;
+    let state = service.complete_snapshot(
+        ctx,
+        snapshot_id,
+        count,
+        req.header("x-amz-checksum"),
+        req.header("x-amz-checksum-algorithm"),
+        req.header("x-amz-checksum-aggregation-method"),
+    )?;
+    Ok(EbsResponse::json(
+        202,
+        serde_json::json!({ "Status": state.as_str() }).to_string(),
+    ))
+}
+
+fn put_block(
+    service: &Service,
+    ctx: &RequestContext,
+    snapshot_id: &str,
+    index: &str,
+    req: &EbsRequest<'_>,
+) -> Result<EbsResponse> {
+    let data_length = req
+        .header("x-amz-data-length")
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| Error::EbsValidation {
+                reason: "INVALID_BLOCK",
+                message: format!("x-amz-Data-Length '{v}' is not a number"),
+            })
+        })
+        .transpose()?;
+    let checksum = service.put_snapshot_block(
+        ctx,
+        snapshot_id,
+        parse_index(index)?,
+        req.body,
+        data_length,
+        req.header("x-amz-checksum"),
+        req.header("x-amz-checksum-algorithm"),
+    )?;
+    let mut answer = EbsResponse::json(201, "{}".into());
+    answer.headers.push(("x-amz-Checksum", checksum));
+    answer
+        .headers
+        .push(("x-amz-Checksum-Algorithm", "SHA256".into()));
+    Ok(answer)
+}
+
+fn list_blocks(
+    service: &Service,
+    ctx: &RequestContext,
+    snapshot_id: &str,
+    req: &EbsRequest<'_>,
+) -> Result<EbsResponse> {
+    let listing = service.list_snapshot_blocks(ctx, snapshot_id, &req.page()?)?;
+    let blocks: Vec<_> = listing
+        .entries
+        .iter()
+        .map(|b| serde_json::json!({ "BlockIndex": b.index, "BlockToken": b.token }))
+        .collect();
+    let mut body = serde_json::json!({
+        "Blocks": blocks,
+        "ExpiryTime": listing.expiry_ms as f64 / 1000.0,
+        "VolumeSize": listing.volume_size,
+        "BlockSize": BLOCK_SIZE,
+    });
+    if let Some(token) = listing.next_token {
+        body["NextToken"] = serde_json::Value::String(token);
+    }
+    Ok(EbsResponse::json(200, body.to_string()))
+}
+
+fn list_changed_blocks(
+    service: &Service,
+    ctx: &RequestContext,
+    second_id: &str,
+    req: &EbsRequest<'_>,
+) -> Result<EbsResponse> {
+    let first = req.query_param("firstSnapshotId");
+    let listing = service.list_changed_blocks(ctx, first.as_deref(), second_id, &req.page()?)?;
+    let blocks: Vec<_> = listing
+        .entries
+        .iter()
+        .map(|b| {
+            let mut item = serde_json::json!({ "BlockIndex": b.index });
+            if let Some(t) = &b.first_token {
+                item["FirstBlockToken"] = serde_json::Value::String(t.clone());
+            }
+            if let Some(t) = &b.second_token {
+                item["SecondBlockToken"] = serde_json::Value::String(t.clone());
+            }
+            item
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "ChangedBlocks": blocks,
+        "ExpiryTime": listing.expiry_ms as f64 / 1000.0,
+        "VolumeSize": listing.volume_size,
+        "BlockSize": BLOCK_SIZE,
+    });
+    if let Some(token) = listing.next_token {
+        body["NextToken"] = serde_json::Value::String(token);
+    }
+    Ok(EbsResponse::json(200, body.to_string()))
+}
+
+fn get_block(
+    service: &Service,
+    ctx: &RequestContext,
+    snapshot_id: &str,
+    index: &str,
+    req: &EbsRequest<'_>,
+) -> Result<EbsResponse> {
+    let token = req
+        .query_param("blockToken")
+        .ok_or_else(|| Error::EbsValidation {
+            reason: "INVALID_BLOCK_TOKEN",
+            message: "The blockToken query parameter is required".into(),
+        })?;
+    let (data, checksum) =
+        service.get_snapshot_block(ctx, snapshot_id, parse_index(index)?, &token)?;
     Ok(EbsResponse {
-        status: 202,
-        body: r#"{"Status":"completed"}"#.into(),
+        status: 200,
+        headers: vec![
+            ("x-amz-Data-Length", data.len().to_string()),
+            ("x-amz-Checksum", checksum),
+            ("x-amz-Checksum-Algorithm", "SHA256".into()),
+        ],
+        body: data,
+        content_type: "application/octet-stream",
     })
 }
 

@@ -24,15 +24,23 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new().fallback(handle).with_state(service)
 }
 
-/// Runs the background work loop: completes copies and expires stale EBS snapshots.
+/// Runs the background work loop: completes copies, expires stale EBS snapshots, and
+/// collects unreferenced blocks (about every 5 seconds).
 pub async fn run_background_work(service: Arc<Service>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        let collect = ticks % 20 == 0;
         let svc = service.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             svc.complete_pending_work()?;
-            svc.expire_pending_snapshots()
+            svc.expire_pending_snapshots()?;
+            if collect {
+                svc.collect_garbage(false)?;
+            }
+            Ok::<_, Error>(())
         })
         .await;
         match outcome {
@@ -182,13 +190,22 @@ fn handle_ebs(service: &Service, incoming: &Incoming) -> Result<Response> {
     let answer = ebs::dispatch(
         service,
         &ctx,
-        &incoming.method,
-        &incoming.path,
-        &incoming.headers,
-        &incoming.body,
+        &ebs::EbsRequest {
+            method: &incoming.method,
+            path: &incoming.path,
+            query: &incoming.query,
+            headers: &incoming.headers,
+            body: &incoming.body,
+        },
     )?;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-    Ok(build(status, "application/json", answer.body, None))
+    let mut response = build(status, answer.content_type, answer.body, None);
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
 }
 
 fn error_response(api: &Api, e: &Error, request_id: &str) -> Response {
@@ -213,10 +230,10 @@ fn error_response(api: &Api, e: &Error, request_id: &str) -> Response {
 fn build(
     status: StatusCode,
     content_type: &'static str,
-    body: String,
+    body: impl Into<Body>,
     error_type: Option<&str>,
 ) -> Response {
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -856,9 +856,13 @@ impl Service {
                             req.kms_key_id.clone(),
                             snapshot_tags.clone(),
                         );
-                        ebs.snapshot_id = Some(copy_id);
                         ebs.encrypted = Some(copy.encrypted);
                         changes.push(Change::PutSnapshot(copy));
+                        changes.push(Change::CopySnapshotBlocks {
+                            from: source_snapshot.snapshot_id.clone(),
+                            to: copy_id.clone(),
+                        });
+                        ebs.snapshot_id = Some(copy_id);
                     }
                 }
                 mappings.push(mapping);

@@ -12,11 +12,13 @@ pub mod images;
 pub mod model;
 pub mod pagination;
 pub mod regions;
+pub mod snapshot_data;
 pub mod snapshots;
 pub mod state;
 pub mod tags;
 pub mod time;
 
+use crate::blocks::{BlockStore, LocalDir};
 use crate::error::{Error, Result};
 use crate::store::{Change, ChangeSet, Store};
 use model::{AccessKey, Account};
@@ -78,6 +80,7 @@ impl Default for ServiceConfig {
 /// The EC2 service: state in memory, durable in the store.
 pub struct Service {
     store: Store,
+    blocks: BlockStore,
     state: RwLock<State>,
     /// Serializes writers: validation, commit and in-memory apply happen in order.
     write_gate: Mutex<()>,
@@ -97,8 +100,10 @@ impl Service {
             .into_iter()
             .filter_map(|a| a.alias.map(|alias| (a.account_id, alias)))
             .collect();
+        let blocks = BlockStore::new(Box::new(LocalDir::open(data_dir)?));
         Ok(Service {
             store,
+            blocks,
             state: RwLock::new(State::from_loaded(loaded)),
             write_gate: Mutex::new(()),
             aliases,
@@ -109,6 +114,11 @@ impl Service {
     /// The underlying store (accounts are managed there directly).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The block store holding snapshot data.
+    pub fn blocks(&self) -> &BlockStore {
+        &self.blocks
     }
 
     /// The service configuration.
@@ -151,6 +161,17 @@ impl Service {
         self.state
             .read()
             .map_err(|_| Error::InternalError("state lock poisoned".into()))
+    }
+
+    /// Runs `check` against the state while holding the writer gate, so no write can
+    /// interleave between the check and what `check` does to the store.
+    pub(crate) fn gated<T>(&self, check: impl FnOnce(&State) -> Result<T>) -> Result<T> {
+        let _gate = self
+            .write_gate
+            .lock()
+            .map_err(|_| Error::InternalError("write gate poisoned".into()))?;
+        let state = self.read()?;
+        check(&state)
     }
 
     /// Runs one write: `plan` validates against the current state and returns the changes

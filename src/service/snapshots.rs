@@ -342,7 +342,15 @@ impl Service {
                 req.kms_key_id.clone(),
                 tags.clone(),
             );
-            Ok((vec![Change::PutSnapshot(copy)], (id, tags)))
+            let changes = vec![
+                Change::PutSnapshot(copy),
+                // The copy shares every block of its source: no data is copied.
+                Change::CopySnapshotBlocks {
+                    from: source.snapshot_id.clone(),
+                    to: id.clone(),
+                },
+            ];
+            Ok((changes, (id, tags)))
         })
     }
 
@@ -543,46 +551,7 @@ impl Service {
             .ok_or_else(|| Error::InternalError(format!("snapshot {snapshot_id} vanished")))
     }
 
-    /// EBS CompleteSnapshot: seals a pending snapshot. Until block data is supported, only
-    /// `ChangedBlocksCount=0` (an empty snapshot, or one identical to its parent) completes.
-    pub fn complete_snapshot(
-        &self,
-        ctx: &RequestContext,
-        snapshot_id: &str,
-        changed_blocks: i64,
-    ) -> Result<()> {
-        self.write(|state, _| {
-            let snapshot = state
-                .snapshots
-                .get(snapshot_id)
-                .filter(|s| s.region == ctx.region && s.owner_id == ctx.account_id())
-                .ok_or_else(|| {
-                    Error::EbsResourceNotFound(format!("The snapshot {snapshot_id} does not exist"))
-                })?;
-            if snapshot.state != SnapshotState::Pending || snapshot.copy_source.is_some() {
-                return Err(Error::EbsValidation {
-                    reason: "INVALID_SNAPSHOT_ID",
-                    message: format!("The snapshot {snapshot_id} is not pending"),
-                });
-            }
-            if changed_blocks != 0 {
-                return Err(Error::EbsValidation {
-                    reason: "INVALID_PARAMETER_VALUE",
-                    message: format!(
-                        "ChangedBlocksCount is {changed_blocks} but the snapshot received 0 blocks"
-                    ),
-                });
-            }
-            let mut done = (**snapshot).clone();
-            done.state = SnapshotState::Completed;
-            done.progress = "100%".into();
-            done.completion_time = Some(time::now_string());
-            done.expires_at_ms = None;
-            Ok((vec![Change::PutSnapshot(done)], ()))
-        })
-    }
-
-    /// Moves EBS snapshots left pending past their Timeout to `error`.
+    /// Moves EBS snapshots left pending past their Timeout to `error`, releasing their blocks.
     pub fn expire_pending_snapshots(&self) -> Result<usize> {
         let now = time::now_ms();
         self.write(|state, _| {

@@ -55,7 +55,11 @@ impl State {
     /// Applies one committed change.
     pub fn apply(&mut self, change: &Change) {
         match change {
-            Change::IssueId(_) => {}
+            // Ids and block maps live only in the store.
+            Change::IssueId(_)
+            | Change::SealSnapshotBlocks { .. }
+            | Change::CopySnapshotBlocks { .. }
+            | Change::DropPendingBlocks(_) => {}
             Change::PutImage(image) => {
                 self.remove_image(&image.image_id);
                 self.image_names.insert(

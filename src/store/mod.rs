@@ -6,7 +6,10 @@
 //! that identify them; accounts and access keys have columns of their own because the CLI
 //! manages them while the server runs.
 
+mod blocks;
 mod schema;
+
+pub use blocks::BlockRef;
 
 use crate::error::{Error, Result};
 use crate::service::model::{AccessKey, Account, Image, Snapshot};
@@ -27,8 +30,26 @@ pub enum Change {
     DeleteImage(String),
     /// Insert or replace a snapshot.
     PutSnapshot(Snapshot),
-    /// Remove a snapshot (its id stays issued).
+    /// Remove a snapshot (its id stays issued), its block map and its pending blocks,
+    /// releasing its block references.
     DeleteSnapshot(String),
+    /// Seal a pending snapshot's blocks: its map becomes the parent's map overlaid with the
+    /// blocks written to it, and every block it holds gains a reference.
+    SealSnapshotBlocks {
+        /// The snapshot being completed.
+        snapshot_id: String,
+        /// Its parent, whose blocks it inherits.
+        parent: Option<String>,
+    },
+    /// Give `to` the same block map as `from` (a copy that shares every block).
+    CopySnapshotBlocks {
+        /// Source snapshot.
+        from: String,
+        /// New snapshot.
+        to: String,
+    },
+    /// Forget the blocks written to a pending snapshot that will never complete.
+    DropPendingBlocks(String),
     /// Remember the resource a ClientToken produced.
     PutClientToken(ClientTokenRecord),
     /// Turn image block public access on or off for an account in a region.
@@ -312,6 +333,25 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
         }
         Change::DeleteSnapshot(id) => {
             tx.execute("DELETE FROM snapshots WHERE snapshot_id = ?1", [id])?;
+            blocks::release_map(tx, id)?;
+            tx.execute("DELETE FROM pending_blocks WHERE snapshot_id = ?1", [id])?;
+        }
+        Change::SealSnapshotBlocks {
+            snapshot_id,
+            parent,
+        } => {
+            blocks::seal(tx, snapshot_id, parent.as_deref())?;
+        }
+        Change::CopySnapshotBlocks { from, to } => {
+            tx.execute(
+                "INSERT INTO snapshot_blocks (snapshot_id, block_index, hash)
+                 SELECT ?2, block_index, hash FROM snapshot_blocks WHERE snapshot_id = ?1",
+                params![from, to],
+            )?;
+            blocks::add_references(tx, to)?;
+        }
+        Change::DropPendingBlocks(id) => {
+            tx.execute("DELETE FROM pending_blocks WHERE snapshot_id = ?1", [id])?;
         }
         Change::PutClientToken(t) => {
             tx.execute(

@@ -50,6 +50,29 @@ const MIGRATIONS: &[&str] = &[
         image_block_public_access INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (account_id, region)
     );",
+    // 2: snapshot data: content-addressed blocks with reference counts, each completed
+    // snapshot's full block map, blocks written to pending snapshots, and server secrets.
+    "CREATE TABLE blocks (
+        hash BLOB PRIMARY KEY,
+        refcount INTEGER NOT NULL DEFAULT 0,
+        stored_len INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX blocks_by_refcount ON blocks (refcount);
+    CREATE TABLE snapshot_blocks (
+        snapshot_id TEXT NOT NULL,
+        block_index INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (snapshot_id, block_index)
+    ) WITHOUT ROWID;
+    CREATE INDEX snapshot_blocks_by_hash ON snapshot_blocks (hash);
+    CREATE TABLE pending_blocks (
+        snapshot_id TEXT NOT NULL,
+        block_index INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (snapshot_id, block_index)
+    ) WITHOUT ROWID;
+    CREATE INDEX pending_blocks_by_hash ON pending_blocks (hash);
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
 ];
 
 /// Brings the database to the newest schema version, each step in its own transaction.

@@ -1,0 +1,184 @@
+//! Snapshot data: fixed 512 KiB blocks, addressed by their SHA-256, shared by every snapshot
+//! that contains them.
+//!
+//! The [`BlockStore`] writes and reads block bytes through a [`BlockBackend`] (a local
+//! directory now; object storage later) and verifies every block against its hash on read.
+//! Which snapshot holds which block, and how many references a block has, lives in the
+//! metadata store, changed in the same transactions as the snapshot records.
+//!
+//! All-zero blocks are never stored: their hash is recognized and reads synthesize zeros.
+
+mod local;
+
+pub use local::LocalDir;
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Size of every block (the EBS direct APIs' block size).
+pub const BLOCK_SIZE: usize = 524_288;
+
+/// SHA-256 of a block's bytes.
+pub type BlockHash = [u8; 32];
+
+/// Hash of a block's bytes.
+pub fn hash_block(data: &[u8]) -> BlockHash {
+    Sha256::digest(data).into()
+}
+
+/// Hash of the all-zero block.
+pub fn zero_block_hash() -> &'static BlockHash {
+    static ZERO: OnceLock<BlockHash> = OnceLock::new();
+    ZERO.get_or_init(|| hash_block(&vec![0u8; BLOCK_SIZE]))
+}
+
+/// Where block bytes live. Implementations store opaque bytes under a hash; they do not
+/// verify (the [`BlockStore`] does).
+pub trait BlockBackend: Send + Sync {
+    /// Stores `data` under `hash` durably (on return it survives a crash). Returns bytes used.
+    fn put(&self, hash: &BlockHash, data: &[u8]) -> Result<u64>;
+    /// Reads the bytes stored under `hash`.
+    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
+    /// True if bytes are stored under `hash`.
+    fn contains(&self, hash: &BlockHash) -> Result<bool>;
+    /// Removes the bytes under `hash` (no error if absent).
+    fn delete(&self, hash: &BlockHash) -> Result<()>;
+    /// Every stored hash (scrub and orphan collection).
+    fn list(&self) -> Result<Vec<BlockHash>>;
+    /// Bytes used by everything stored.
+    fn used_bytes(&self) -> Result<u64>;
+}
+
+/// Verified block I/O, plus the lock that keeps garbage collection from deleting a block
+/// that a writer has just found or written but not yet referenced.
+pub struct BlockStore {
+    backend: Box<dyn BlockBackend>,
+    /// Writers hold it shared from "block is stored" until "block is referenced in the
+    /// metadata store"; the collector holds it exclusively while it deletes.
+    gc_lock: RwLock<()>,
+}
+
+impl BlockStore {
+    /// A block store over a backend.
+    pub fn new(backend: Box<dyn BlockBackend>) -> BlockStore {
+        BlockStore {
+            backend,
+            gc_lock: RwLock::new(()),
+        }
+    }
+
+    /// Held by writers while they store a block and record a reference to it.
+    pub fn writer_guard(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        self.gc_lock
+            .read()
+            .map_err(|_| Error::InternalError("block store lock poisoned".into()))
+    }
+
+    /// Held by the collector while it decides and deletes.
+    pub fn collector_guard(&self) -> Result<RwLockWriteGuard<'_, ()>> {
+        self.gc_lock
+            .write()
+            .map_err(|_| Error::InternalError("block store lock poisoned".into()))
+    }
+
+    /// Stores a full block unless it is all zeros or already present. Returns its hash and
+    /// the bytes newly used (0 when deduplicated). Call with a [`Self::writer_guard`] held.
+    pub fn put(&self, data: &[u8]) -> Result<(BlockHash, u64)> {
+        if data.len() != BLOCK_SIZE {
+            return Err(Error::InternalError(format!(
+                "block of {} bytes, expected {BLOCK_SIZE}",
+                data.len()
+            )));
+        }
+        let hash = hash_block(data);
+        if &hash == zero_block_hash() || self.backend.contains(&hash)? {
+            return Ok((hash, 0));
+        }
+        let used = self.backend.put(&hash, data)?;
+        Ok((hash, used))
+    }
+
+    /// Stores a block whose hash the caller already computed and checked.
+    pub fn put_hashed(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+        if hash == zero_block_hash() || self.backend.contains(hash)? {
+            return Ok(0);
+        }
+        self.backend.put(hash, data)
+    }
+
+    /// Reads a block and verifies it against its hash: corruption is an error, never data.
+    pub fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+        if hash == zero_block_hash() {
+            return Ok(vec![0u8; BLOCK_SIZE]);
+        }
+        let data = self.backend.get(hash)?;
+        if hash_block(&data) != *hash {
+            return Err(Error::InternalError(format!(
+                "block {} is corrupt: its content does not match its hash",
+                hex::encode(hash)
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Checks one stored block; `Ok(false)` when missing or damaged.
+    pub fn verify(&self, hash: &BlockHash) -> Result<bool> {
+        if hash == zero_block_hash() {
+            return Ok(true);
+        }
+        match self.backend.get(hash) {
+            Ok(data) => Ok(hash_block(&data) == *hash),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// The backend (for deletion by the collector, listing by scrub).
+    pub fn backend(&self) -> &dyn BlockBackend {
+        self.backend.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, BlockStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(dir.path()).unwrap();
+        (dir, BlockStore::new(Box::new(backend)))
+    }
+
+    #[test]
+    fn put_zero_block_stores_nothing() {
+        let (_dir, s) = store();
+        let (hash, used) = s.put(&vec![0u8; BLOCK_SIZE]).unwrap();
+        assert_eq!(&hash, zero_block_hash());
+        assert_eq!(used, 0);
+        assert!(s.backend().list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_same_block_twice_stores_it_once() {
+        let (_dir, s) = store();
+        let data = vec![7u8; BLOCK_SIZE];
+        let (h1, used1) = s.put(&data).unwrap();
+        let (h2, used2) = s.put(&data).unwrap();
+        assert_eq!(h1, h2);
+        assert!(used1 > 0);
+        assert_eq!(used2, 0);
+        assert_eq!(s.get(&h1).unwrap(), data);
+    }
+
+    #[test]
+    fn get_corrupted_block_fails_instead_of_returning_data() {
+        let (dir, s) = store();
+        let (hash, _) = s.put(&vec![9u8; BLOCK_SIZE]).unwrap();
+        let path = local::block_path(&dir.path().join("blocks"), &hash);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(s.get(&hash).unwrap_err().code(), "InternalError");
+        assert!(!s.verify(&hash).unwrap());
+    }
+}

@@ -1,0 +1,240 @@
+//! Block maps and reference counts in the metadata store.
+//!
+//! `blocks` has one row per stored block with the number of snapshot-map entries that
+//! reference it; `snapshot_blocks` is the full block map of every completed snapshot;
+//! `pending_blocks` holds what was written to snapshots still being uploaded. A block with
+//! no references and no pending writer may be collected.
+
+use super::Store;
+use crate::blocks::BlockHash;
+use crate::error::{Error, Result};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// One entry of a block map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    /// Index of the block in the volume.
+    pub index: i64,
+    /// SHA-256 of its content.
+    pub hash: BlockHash,
+}
+
+fn to_hash(bytes: Vec<u8>) -> rusqlite::Result<BlockHash> {
+    bytes.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "block hash is not 32 bytes".into(),
+        )
+    })
+}
+
+fn row_to_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
+    Ok(BlockRef {
+        index: r.get(0)?,
+        hash: to_hash(r.get(1)?)?,
+    })
+}
+
+/// Adds one reference per map entry of `snapshot_id` to the blocks it holds.
+pub(super) fn add_references(tx: &Transaction<'_>, snapshot_id: &str) -> Result<()> {
+    adjust_references(tx, snapshot_id, 1)
+}
+
+/// Removes a snapshot's map and the references it held.
+pub(super) fn release_map(tx: &Transaction<'_>, snapshot_id: &str) -> Result<()> {
+    adjust_references(tx, snapshot_id, -1)?;
+    tx.execute(
+        "DELETE FROM snapshot_blocks WHERE snapshot_id = ?1",
+        [snapshot_id],
+    )?;
+    Ok(())
+}
+
+fn adjust_references(tx: &Transaction<'_>, snapshot_id: &str, sign: i64) -> Result<()> {
+    let mut counts = tx.prepare(
+        "SELECT hash, count(*) FROM snapshot_blocks WHERE snapshot_id = ?1 GROUP BY hash",
+    )?;
+    let mut update = tx.prepare("UPDATE blocks SET refcount = refcount + ?2 WHERE hash = ?1")?;
+    let rows = counts.query_map([snapshot_id], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (hash, n) = row?;
+        update.execute(params![hash, sign * n])?;
+    }
+    Ok(())
+}
+
+/// Completes a snapshot's map: the parent's entries not overwritten, plus the pending ones.
+pub(super) fn seal(tx: &Transaction<'_>, snapshot_id: &str, parent: Option<&str>) -> Result<()> {
+    if let Some(parent) = parent {
+        tx.execute(
+            "INSERT INTO snapshot_blocks (snapshot_id, block_index, hash)
+             SELECT ?1, p.block_index, p.hash FROM snapshot_blocks p
+             WHERE p.snapshot_id = ?2 AND NOT EXISTS (
+                 SELECT 1 FROM pending_blocks n
+                 WHERE n.snapshot_id = ?1 AND n.block_index = p.block_index)",
+            params![snapshot_id, parent],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO snapshot_blocks (snapshot_id, block_index, hash)
+         SELECT snapshot_id, block_index, hash FROM pending_blocks WHERE snapshot_id = ?1",
+        [snapshot_id],
+    )?;
+    tx.execute(
+        "DELETE FROM pending_blocks WHERE snapshot_id = ?1",
+        [snapshot_id],
+    )?;
+    add_references(tx, snapshot_id)
+}
+
+impl Store {
+    /// Records a block written to a pending snapshot (after its bytes are durable).
+    /// `stored_len` is `None` for the all-zero block, which has no stored bytes.
+    pub fn add_pending_block(
+        &self,
+        snapshot_id: &str,
+        index: i64,
+        hash: &BlockHash,
+        stored_len: Option<u64>,
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        if let Some(len) = stored_len {
+            tx.execute(
+                "INSERT OR IGNORE INTO blocks (hash, refcount, stored_len) VALUES (?1, 0, ?2)",
+                params![hash.as_slice(), len as i64],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO pending_blocks (snapshot_id, block_index, hash) VALUES (?1, ?2, ?3)",
+            params![snapshot_id, index, hash.as_slice()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The blocks written so far to a pending snapshot, by index.
+    pub fn pending_blocks(&self, snapshot_id: &str) -> Result<Vec<BlockRef>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT block_index, hash FROM pending_blocks WHERE snapshot_id = ?1 ORDER BY block_index",
+        )?;
+        let rows = stmt.query_map([snapshot_id], row_to_ref)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+    }
+
+    /// Up to `limit` entries of a completed snapshot's map, from `start` on.
+    pub fn snapshot_blocks(
+        &self,
+        snapshot_id: &str,
+        start: i64,
+        limit: i64,
+    ) -> Result<Vec<BlockRef>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT block_index, hash FROM snapshot_blocks
+             WHERE snapshot_id = ?1 AND block_index >= ?2 ORDER BY block_index LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![snapshot_id, start, limit], row_to_ref)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+    }
+
+    /// The block at `index` of a completed snapshot, if it has one.
+    pub fn block_at(&self, snapshot_id: &str, index: i64) -> Result<Option<BlockHash>> {
+        let conn = self.conn()?;
+        let hash: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT hash FROM snapshot_blocks WHERE snapshot_id = ?1 AND block_index = ?2",
+                params![snapshot_id, index],
+                |r| r.get(0),
+            )
+            .optional()?;
+        hash.map(to_hash).transpose().map_err(Error::from)
+    }
+
+    /// Blocks nothing references and no upload is writing: safe to delete (with the
+    /// collector lock held).
+    pub fn collectable_blocks(&self) -> Result<Vec<BlockHash>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT b.hash FROM blocks b WHERE b.refcount <= 0
+             AND NOT EXISTS (SELECT 1 FROM pending_blocks p WHERE p.hash = b.hash)",
+        )?;
+        let rows = stmt.query_map([], |r| to_hash(r.get(0)?))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+    }
+
+    /// Forgets block rows (after their bytes were deleted).
+    pub fn forget_blocks(&self, hashes: &[BlockHash]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare("DELETE FROM blocks WHERE hash = ?1 AND refcount <= 0")?;
+            for h in hashes {
+                stmt.execute([h.as_slice()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// True if the metadata store knows the block.
+    pub fn block_known(&self, hash: &BlockHash) -> Result<bool> {
+        let conn = self.conn()?;
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM blocks WHERE hash = ?1",
+                [hash.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Every referenced block (scrub).
+    pub fn referenced_blocks(&self) -> Result<Vec<BlockHash>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT hash FROM snapshot_blocks UNION SELECT DISTINCT hash FROM pending_blocks",
+        )?;
+        let rows = stmt.query_map([], |r| to_hash(r.get(0)?))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+    }
+
+    /// Snapshots whose maps contain the block (scrub reports).
+    pub fn snapshots_containing(&self, hash: &BlockHash) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT snapshot_id FROM snapshot_blocks WHERE hash = ?1
+             UNION SELECT DISTINCT snapshot_id FROM pending_blocks WHERE hash = ?1",
+        )?;
+        let rows = stmt.query_map([hash.as_slice()], |r| r.get(0))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+    }
+
+    /// A server secret, created on first use (block tokens are signed with it).
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>> {
+        let conn = self.conn()?;
+        let existing: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(value) = existing {
+            return Ok(value);
+        }
+        let value: [u8; 32] = rand::random();
+        conn.execute(
+            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+            params![name, value.as_slice()],
+        )?;
+        Ok(
+            conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+}
