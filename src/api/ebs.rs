@@ -4,7 +4,7 @@
 //! and GetSnapshotBlock, as the `ebs` service model defines them.
 
 use crate::error::{Error, Result};
-use crate::service::snapshot_data::BlockPage;
+use crate::service::snapshot_data::{BlockPage, PutBlock};
 use crate::service::snapshots::{StartSnapshotRequest, BLOCK_SIZE};
 use crate::service::{time, RequestContext, Service};
 use serde::{Deserialize, Serialize};
@@ -253,12 +253,14 @@ fn put_block(
         .transpose()?;
     let checksum = service.put_snapshot_block(
         ctx,
-        snapshot_id,
-        parse_index(index)?,
-        req.body,
-        data_length,
-        req.header("x-amz-checksum"),
-        req.header("x-amz-checksum-algorithm"),
+        PutBlock {
+            snapshot_id,
+            index: parse_index(index)?,
+            data: req.body,
+            data_length,
+            checksum: req.header("x-amz-checksum"),
+            algorithm: req.header("x-amz-checksum-algorithm"),
+        },
     )?;
     let mut answer = EbsResponse::json(201, "{}".into());
     answer.headers.push(("x-amz-Checksum", checksum));

@@ -32,7 +32,7 @@ pub async fn run_background_work(service: Arc<Service>) {
     loop {
         tick.tick().await;
         ticks += 1;
-        let collect = ticks % 20 == 0;
+        let collect = ticks.is_multiple_of(20);
         let svc = service.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             svc.complete_pending_work()?;

@@ -54,6 +54,23 @@ pub struct ChangedBlock {
     pub second_token: Option<String>,
 }
 
+/// One PutSnapshotBlock call.
+#[derive(Debug, Clone)]
+pub struct PutBlock<'a> {
+    /// Pending snapshot written to.
+    pub snapshot_id: &'a str,
+    /// Block index.
+    pub index: i64,
+    /// The block's bytes.
+    pub data: &'a [u8],
+    /// `x-amz-Data-Length`.
+    pub data_length: Option<i64>,
+    /// `x-amz-Checksum` (base64 SHA-256).
+    pub checksum: Option<&'a str>,
+    /// `x-amz-Checksum-Algorithm`.
+    pub algorithm: Option<&'a str>,
+}
+
 /// Paging of a block listing.
 #[derive(Debug, Clone, Default)]
 pub struct BlockPage {
@@ -250,16 +267,15 @@ impl Service {
 
     /// PutSnapshotBlock: stores one 512 KiB block of a pending snapshot after checking its
     /// length and checksum. Returns the block's checksum (base64 SHA-256).
-    pub fn put_snapshot_block(
-        &self,
-        ctx: &RequestContext,
-        snapshot_id: &str,
-        index: i64,
-        data: &[u8],
-        data_length: Option<i64>,
-        checksum: Option<&str>,
-        algorithm: Option<&str>,
-    ) -> Result<String> {
+    pub fn put_snapshot_block(&self, ctx: &RequestContext, put: PutBlock<'_>) -> Result<String> {
+        let PutBlock {
+            snapshot_id,
+            index,
+            data,
+            data_length,
+            checksum,
+            algorithm,
+        } = put;
         let volume_size = {
             let state = self.read()?;
             writable_snapshot(&state, ctx, snapshot_id)?.volume_size
