@@ -37,10 +37,33 @@ enum Command {
     },
     /// Check every stored block against its hash; report damaged blocks and their snapshots.
     Scrub,
+    /// Storage used by snapshots and images: referenced, unique (what deleting frees), shared.
+    Usage {
+        /// Only this account's resources.
+        #[arg(long)]
+        account: Option<String>,
+        /// Price per GB-month for the cost estimate.
+        #[arg(long, default_value_t = 0.05)]
+        price_per_gb_month: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        target: Option<UsageTarget>,
+    },
     /// Manage accounts and access keys (works while the server runs).
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageTarget {
+    /// Usage of one image (its snapshots together).
+    Image {
+        /// The image id.
+        image_id: String,
     },
 }
 
@@ -98,6 +121,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { listen, regions } => serve(cli.data_dir, listen, regions),
         Command::Account { command } => account(cli.data_dir, command),
         Command::Scrub => scrub(cli.data_dir),
+        Command::Usage {
+            account,
+            price_per_gb_month,
+            json,
+            target,
+        } => usage(cli.data_dir, account, price_per_gb_month, json, target),
     }
 }
 
@@ -170,6 +199,75 @@ fn scrub(data_dir: PathBuf) -> anyhow::Result<()> {
         report.damaged.len()
     );
     println!("store is clean");
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn usage(
+    data_dir: PathBuf,
+    account: Option<String>,
+    price: f64,
+    json: bool,
+    target: Option<UsageTarget>,
+) -> anyhow::Result<()> {
+    let service = Service::open(&data_dir, ServiceConfig::default())
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    if let Some(UsageTarget::Image { image_id }) = target {
+        let line = service.image_usage(&image_id)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&line)?);
+        } else {
+            println!(
+                "{}  logical {}  referenced {}  unique {}  shared {}",
+                line.resource_id,
+                mib(line.logical_bytes),
+                mib(line.referenced_bytes),
+                mib(line.unique_bytes),
+                mib(line.shared_bytes)
+            );
+        }
+        return Ok(());
+    }
+    let report = service.usage(account.as_deref(), price)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>12}",
+        "RESOURCE", "LOGICAL", "REFERENCED", "UNIQUE", "SHARED"
+    );
+    for l in report.images.iter().chain(report.snapshots.iter()) {
+        println!(
+            "{:<24} {:>12} {:>12} {:>12} {:>12}",
+            l.resource_id,
+            mib(l.logical_bytes),
+            mib(l.referenced_bytes),
+            mib(l.unique_bytes),
+            mib(l.shared_bytes)
+        );
+    }
+    println!();
+    println!(
+        "{:<14} {:<12} {:>6} {:>12} {:>12} {:>12} {:>10}",
+        "ACCOUNT", "REGION", "SNAPS", "LOGICAL", "REFERENCED", "UNIQUE", "$/MONTH"
+    );
+    for t in &report.totals {
+        println!(
+            "{:<14} {:<12} {:>6} {:>12} {:>12} {:>12} {:>10.2}",
+            t.owner_id,
+            t.region,
+            t.snapshots,
+            mib(t.logical_bytes),
+            mib(t.referenced_bytes),
+            mib(t.unique_bytes),
+            t.monthly_cost
+        );
+    }
+    println!("(estimate at ${price}/GB-month of referenced bytes)");
     Ok(())
 }
 

@@ -1091,6 +1091,11 @@ impl Service {
             ));
         }
         let rounded = (at + 59_999) / 60_000 * 60_000;
+        if rounded < now {
+            return Err(Error::InvalidParameterValue(format!(
+                "DeprecateAt {deprecate_at} is in the past; a deprecation time must be in the future"
+            )));
+        }
         self.update_owned_image(ctx, image_id, |image| {
             image.deprecation_time = Some(time::format_ms(rounded));
             Ok(())

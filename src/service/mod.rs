@@ -17,6 +17,7 @@ pub mod snapshots;
 pub mod state;
 pub mod tags;
 pub mod time;
+pub mod usage;
 
 use crate::blocks::{BlockStore, LocalDir};
 use crate::error::{Error, Result};

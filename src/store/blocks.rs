@@ -238,3 +238,49 @@ impl Store {
         )
     }
 }
+
+/// Storage used by a set of snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockUsage {
+    /// Bytes of the distinct stored blocks the set references.
+    pub referenced_bytes: u64,
+    /// Bytes referenced only by the set: what deleting all of it would free.
+    pub unique_bytes: u64,
+}
+
+impl Store {
+    /// Referenced and unique bytes of a set of snapshots. A block is unique to the set when
+    /// every reference it has comes from the set's maps.
+    pub fn block_usage(&self, snapshot_ids: &[String]) -> Result<BlockUsage> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS usage_set (snapshot_id TEXT PRIMARY KEY);
+             DELETE FROM usage_set;",
+        )?;
+        {
+            let mut insert =
+                tx.prepare("INSERT OR IGNORE INTO usage_set (snapshot_id) VALUES (?1)")?;
+            for id in snapshot_ids {
+                insert.execute([id])?;
+            }
+        }
+        let usage = tx.query_row(
+            "SELECT coalesce(sum(b.stored_len), 0),
+                    coalesce(sum(CASE WHEN b.refcount <= r.n THEN b.stored_len ELSE 0 END), 0)
+             FROM (SELECT sb.hash AS hash, count(*) AS n FROM snapshot_blocks sb
+                   JOIN usage_set u ON u.snapshot_id = sb.snapshot_id GROUP BY sb.hash) r
+             JOIN blocks b ON b.hash = r.hash",
+            [],
+            |r| {
+                Ok(BlockUsage {
+                    referenced_bytes: r.get::<_, i64>(0)? as u64,
+                    unique_bytes: r.get::<_, i64>(1)? as u64,
+                })
+            },
+        )?;
+        tx.execute("DELETE FROM usage_set", [])?;
+        tx.commit()?;
+        Ok(usage)
+    }
+}

@@ -9,7 +9,7 @@
 mod blocks;
 mod schema;
 
-pub use blocks::BlockRef;
+pub use blocks::{BlockRef, BlockUsage};
 
 use crate::error::{Error, Result};
 use crate::service::model::{AccessKey, Account, Image, Snapshot};
