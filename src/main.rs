@@ -152,7 +152,8 @@ fn serve(data_dir: PathBuf, listen: SocketAddr, regions: Vec<String>) -> anyhow:
             accounts::CREDENTIALS_PROFILE
         );
     }
-    // Blocks left by an interrupted run (written but never recorded) go now.
+    // Imports a crash interrupted fail; blocks written but never recorded go now.
+    service.fail_interrupted_imports()?;
     let gc = service.collect_garbage(true)?;
     if gc.blocks_deleted + gc.orphans_deleted > 0 {
         tracing::info!(

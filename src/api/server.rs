@@ -27,6 +27,7 @@ pub fn router(service: Arc<Service>) -> Router {
 /// Runs the background work loop: completes copies, expires stale EBS snapshots, and
 /// collects unreferenced blocks (about every 5 seconds).
 pub async fn run_background_work(service: Arc<Service>) {
+    // Imports run on threads of their own: they are long and mostly hashing.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ticks: u64 = 0;
     loop {
@@ -37,8 +38,12 @@ pub async fn run_background_work(service: Arc<Service>) {
         let outcome = tokio::task::spawn_blocking(move || {
             svc.complete_pending_work()?;
             svc.expire_pending_snapshots()?;
+            for task_id in svc.take_queued_imports() {
+                let worker = svc.clone();
+                std::thread::spawn(move || worker.run_import(&task_id));
+            }
             if collect {
-                svc.collect_garbage(false)?;
+                svc.try_collect_garbage()?;
             }
             Ok::<_, Error>(())
         })

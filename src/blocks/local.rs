@@ -50,8 +50,8 @@ impl LocalDir {
     }
 }
 
-impl BlockBackend for LocalDir {
-    fn put(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+impl LocalDir {
+    fn write(&self, hash: &BlockHash, data: &[u8], durable: bool) -> Result<u64> {
         let path = block_path(&self.root, hash);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
@@ -64,15 +64,44 @@ impl BlockBackend for LocalDir {
         let written = (|| -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &path)?;
-            fs::File::open(&dir)?.sync_all()
+            if durable {
+                fs::File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(io_error("writing block", &path, e));
         }
         Ok(data.len() as u64)
+    }
+}
+
+impl BlockBackend for LocalDir {
+    fn put(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+        self.write(hash, data, true)
+    }
+
+    fn put_unsynced(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+        self.write(hash, data, false)
+    }
+
+    fn sync(&self) -> Result<()> {
+        // One syncfs for the file system holding the blocks: cheaper than a sync per block.
+        let dir = fs::File::open(&self.root).map_err(|e| io_error("opening", &self.root, e))?;
+        let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        if rc != 0 {
+            return Err(io_error(
+                "syncing",
+                &self.root,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
 
     fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {

@@ -8,6 +8,7 @@
 //!
 //! All-zero blocks are never stored: their hash is recognized and reads synthesize zeros.
 
+pub mod disk;
 mod local;
 
 pub use local::LocalDir;
@@ -38,6 +39,15 @@ pub fn zero_block_hash() -> &'static BlockHash {
 pub trait BlockBackend: Send + Sync {
     /// Stores `data` under `hash` durably (on return it survives a crash). Returns bytes used.
     fn put(&self, hash: &BlockHash, data: &[u8]) -> Result<u64>;
+    /// Stores `data` without making it durable yet; [`BlockBackend::sync`] does that for a
+    /// whole batch (bulk imports).
+    fn put_unsynced(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+        self.put(hash, data)
+    }
+    /// Makes every block stored so far durable.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// Reads the bytes stored under `hash`.
     fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
     /// True if bytes are stored under `hash`.
@@ -105,6 +115,24 @@ impl BlockStore {
             return Ok(0);
         }
         self.backend.put(hash, data)
+    }
+
+    /// Like [`Self::put_hashed`] without syncing; call [`Self::sync`] before referencing.
+    pub fn put_hashed_unsynced(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+        if hash == zero_block_hash() || self.backend.contains(hash)? {
+            return Ok(0);
+        }
+        self.backend.put_unsynced(hash, data)
+    }
+
+    /// Makes every unsynced block durable.
+    pub fn sync(&self) -> Result<()> {
+        self.backend.sync()
+    }
+
+    /// Like [`Self::collector_guard`], but `None` instead of waiting while writers are active.
+    pub fn try_collector_guard(&self) -> Option<RwLockWriteGuard<'_, ()>> {
+        self.gc_lock.try_write().ok()
     }
 
     /// Reads a block and verifies it against its hash: corruption is an error, never data.

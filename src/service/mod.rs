@@ -9,6 +9,7 @@
 pub mod filters;
 pub mod ids;
 pub mod images;
+pub mod import;
 pub mod model;
 pub mod pagination;
 pub mod regions;
@@ -82,6 +83,9 @@ impl Default for ServiceConfig {
 pub struct Service {
     store: Store,
     blocks: BlockStore,
+    data_dir: std::path::PathBuf,
+    /// Import tasks waiting for a worker.
+    import_queue: Mutex<Vec<String>>,
     state: RwLock<State>,
     /// Serializes writers: validation, commit and in-memory apply happen in order.
     write_gate: Mutex<()>,
@@ -105,6 +109,8 @@ impl Service {
         Ok(Service {
             store,
             blocks,
+            data_dir: data_dir.to_path_buf(),
+            import_queue: Mutex::new(Vec::new()),
             state: RwLock::new(State::from_loaded(loaded)),
             write_gate: Mutex::new(()),
             aliases,

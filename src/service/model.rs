@@ -288,6 +288,9 @@ pub struct Snapshot {
     /// A pending EBS direct snapshot goes to `error` at this time (unix ms).
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
+    /// Filled by an import task (a restart fails it rather than leave it pending).
+    #[serde(default)]
+    pub importing: bool,
 }
 
 impl Snapshot {
@@ -296,4 +299,52 @@ impl Snapshot {
         self.create_volume_permissions
             .contains(&VolumePermission::Public)
     }
+}
+
+/// What an import task produces.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ImportKind {
+    /// ImportSnapshot: a snapshot.
+    Snapshot,
+    /// ImportImage: a snapshot and an image registered over it.
+    Image,
+}
+
+/// An ImportSnapshot or ImportImage task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImportTask {
+    /// `import-snap-...` or `import-ami-...`.
+    pub task_id: String,
+    /// Snapshot or image.
+    pub kind: ImportKind,
+    /// Region of the task and its results.
+    pub region: String,
+    /// Account that started it.
+    pub owner_id: String,
+    /// Description of the task (and of what it creates).
+    pub description: Option<String>,
+    /// Where the disk comes from (`file://...` or a loopback `http://...`).
+    pub url: String,
+    /// Format the caller declared.
+    pub declared_format: Option<String>,
+    /// Format found in the file.
+    pub format: Option<String>,
+    /// Size of the disk image file, bytes.
+    pub disk_image_size: Option<u64>,
+    /// `active`, `completed`, `deleting`, `deleted`.
+    pub status: String,
+    /// Detail of the status (the reason of a failure).
+    pub status_message: Option<String>,
+    /// Percent done while active.
+    pub progress: Option<String>,
+    /// Snapshot created.
+    pub snapshot_id: Option<String>,
+    /// Image registered (image tasks).
+    pub image_id: Option<String>,
+    /// Architecture of the image (image tasks).
+    pub architecture: Option<String>,
+    /// Boot mode of the image (image tasks).
+    pub boot_mode: Option<String>,
+    /// Tags for the task's results.
+    pub tags: Vec<(String, String)>,
 }

@@ -563,8 +563,22 @@ impl Service {
     }
 
     /// Deletes unreferenced blocks; with `orphans`, also files that no record knows.
+    /// Waits for active writers (imports, uploads) to finish.
     pub fn collect_garbage(&self, orphans: bool) -> Result<GcReport> {
         let _collector = self.blocks().collector_guard()?;
+        self.collect_locked(orphans)
+    }
+
+    /// Like [`Self::collect_garbage`] without orphans, but skipped while writers are active
+    /// (the periodic collector must not stall behind a long import).
+    pub fn try_collect_garbage(&self) -> Result<Option<GcReport>> {
+        let Some(_collector) = self.blocks().try_collector_guard() else {
+            return Ok(None);
+        };
+        self.collect_locked(false).map(Some)
+    }
+
+    fn collect_locked(&self, orphans: bool) -> Result<GcReport> {
         let mut report = GcReport::default();
         let dead = self.store().collectable_blocks()?;
         for hash in &dead {

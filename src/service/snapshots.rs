@@ -166,6 +166,7 @@ pub fn copy_snapshot_record(
         create_volume_permissions: Vec::new(),
         tags,
         expires_at_ms: None,
+        importing: false,
     }
 }
 
@@ -529,6 +530,7 @@ impl Service {
                 create_volume_permissions: Vec::new(),
                 tags,
                 expires_at_ms: Some(now + timeout * 60_000),
+                importing: false,
             };
             let mut changes = vec![Change::PutSnapshot(snapshot)];
             if let Some(token) = &req.client_token {

@@ -3,7 +3,7 @@
 //! It is rebuilt from the store at start-up and changed only by [`State::apply`], with
 //! the same [`Change`]s that were just committed to the store.
 
-use super::model::{Image, Snapshot};
+use super::model::{Image, ImportTask, Snapshot};
 use crate::store::{Change, ClientTokenRecord, Snapshotted};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub struct State {
     pub client_tokens: HashMap<TokenKey, ClientTokenRecord>,
     /// (account, region) pairs with image block public access on.
     pub block_public_access: HashSet<(String, String)>,
+    /// Import tasks by id.
+    pub import_tasks: BTreeMap<String, ImportTask>,
 }
 
 impl State {
@@ -40,6 +42,9 @@ impl State {
         }
         for token in loaded.client_tokens {
             state.apply(&Change::PutClientToken(token));
+        }
+        for task in loaded.import_tasks {
+            state.apply(&Change::PutImportTask(task));
         }
         for (account_id, region) in loaded.block_public_access {
             state.block_public_access.insert((account_id, region));
@@ -86,6 +91,9 @@ impl State {
             }
             Change::DeleteSnapshot(id) => {
                 self.snapshots.remove(id);
+            }
+            Change::PutImportTask(task) => {
+                self.import_tasks.insert(task.task_id.clone(), task.clone());
             }
             Change::PutClientToken(t) => {
                 self.client_tokens.insert(

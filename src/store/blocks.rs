@@ -116,6 +116,35 @@ impl Store {
         Ok(())
     }
 
+    /// Records a batch of blocks written to a pending snapshot, in one transaction.
+    pub fn add_pending_blocks(
+        &self,
+        snapshot_id: &str,
+        blocks: &[(i64, BlockHash, Option<u64>)],
+    ) -> Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        {
+            let mut known = tx.prepare(
+                "INSERT OR IGNORE INTO blocks (hash, refcount, stored_len) VALUES (?1, 0, ?2)",
+            )?;
+            let mut pending = tx.prepare(
+                "INSERT OR REPLACE INTO pending_blocks (snapshot_id, block_index, hash) VALUES (?1, ?2, ?3)",
+            )?;
+            for (index, hash, len) in blocks {
+                if let Some(len) = len {
+                    known.execute(params![hash.as_slice(), *len as i64])?;
+                }
+                pending.execute(params![snapshot_id, index, hash.as_slice()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The blocks written so far to a pending snapshot, by index.
     pub fn pending_blocks(&self, snapshot_id: &str) -> Result<Vec<BlockRef>> {
         let conn = self.conn()?;

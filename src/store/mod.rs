@@ -12,7 +12,7 @@ mod schema;
 pub use blocks::{BlockRef, BlockUsage};
 
 use crate::error::{Error, Result};
-use crate::service::model::{AccessKey, Account, Image, Snapshot};
+use crate::service::model::{AccessKey, Account, Image, ImportTask, Snapshot};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -50,6 +50,8 @@ pub enum Change {
     },
     /// Forget the blocks written to a pending snapshot that will never complete.
     DropPendingBlocks(String),
+    /// Insert or replace an import task.
+    PutImportTask(ImportTask),
     /// Remember the resource a ClientToken produced.
     PutClientToken(ClientTokenRecord),
     /// Turn image block public access on or off for an account in a region.
@@ -94,6 +96,8 @@ pub struct Snapshotted {
     pub client_tokens: Vec<ClientTokenRecord>,
     /// (account, region) pairs with image block public access on.
     pub block_public_access: Vec<(String, String)>,
+    /// All import tasks.
+    pub import_tasks: Vec<ImportTask>,
 }
 
 /// Handle on the SQLite database. Cheap operations only; callers serialize writes.
@@ -158,6 +162,11 @@ impl Store {
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         for doc in rows {
             out.snapshots.push(serde_json::from_str(&doc?)?);
+        }
+        let mut stmt = conn.prepare("SELECT doc FROM import_tasks")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for doc in rows {
+            out.import_tasks.push(serde_json::from_str(&doc?)?);
         }
         let mut stmt = conn.prepare(
             "SELECT account_id, region, action, token, fingerprint, resource_id FROM client_tokens",
@@ -352,6 +361,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
         }
         Change::DropPendingBlocks(id) => {
             tx.execute("DELETE FROM pending_blocks WHERE snapshot_id = ?1", [id])?;
+        }
+        Change::PutImportTask(task) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO import_tasks (task_id, owner_id, doc) VALUES (?1, ?2, ?3)",
+                params![task.task_id, task.owner_id, serde_json::to_string(task)?],
+            )?;
         }
         Change::PutClientToken(t) => {
             tx.execute(

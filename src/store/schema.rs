@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX pending_blocks_by_hash ON pending_blocks (hash);
     CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    // 3: disk import tasks.
+    "CREATE TABLE import_tasks (
+        task_id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );",
 ];
 
 /// Brings the database to the newest schema version, each step in its own transaction.

@@ -2,6 +2,7 @@
 //! service, and writes the response XML.
 
 mod images;
+mod import;
 mod regions;
 mod snapshots;
 mod tags;
@@ -101,6 +102,17 @@ pub const ACTIONS: &[(&str, Handler)] = &[
         "ResetSnapshotAttribute",
         snapshots::reset_snapshot_attribute,
     ),
+    ("ImportSnapshot", import::import_snapshot),
+    ("ImportImage", import::import_image),
+    (
+        "DescribeImportSnapshotTasks",
+        import::describe_import_snapshot_tasks,
+    ),
+    (
+        "DescribeImportImageTasks",
+        import::describe_import_image_tasks,
+    ),
+    ("CancelImportTask", import::cancel_import_task),
     ("CreateTags", tags::create_tags),
     ("DeleteTags", tags::delete_tags),
     ("DescribeTags", tags::describe_tags),

@@ -1,0 +1,574 @@
+//! Disk import: ImportSnapshot and ImportImage tasks.
+//!
+//! A task is recorded `active`, then run on a worker thread: the file is inspected and, if
+//! not raw, converted to raw with `qemu-img`; its 512 KiB blocks are hashed and stored on both
+//! cores (zero blocks skipped, duplicates stored once), synced with one `syncfs`, and sealed
+//! into a completed snapshot in one transaction — with the image, for image tasks. Any
+//! failure marks the task `deleted` with a message, deletes the half-made snapshot (its
+//! blocks become garbage) and registers nothing.
+
+use super::model::{
+    BlockDeviceMapping, DeregistrationProtection, EbsBlockDevice, Image, ImageState, ImportKind,
+    ImportTask, Snapshot, SnapshotState,
+};
+use super::{ids, time, RequestContext, Service};
+use crate::blocks::{disk, hash_block, zero_block_hash, BlockHash, BLOCK_SIZE};
+use crate::error::{Error, Result};
+use crate::store::Change;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+/// Parameters of ImportSnapshot / ImportImage.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRequest {
+    /// `file:///path` on the Kiln host.
+    pub url: String,
+    /// Declared format (`raw`, `qcow2`, `vmdk`, `vhd`, `vhdx`), any case.
+    pub format: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Architecture of the image (image tasks).
+    pub architecture: Option<String>,
+    /// Boot mode of the image (image tasks).
+    pub boot_mode: Option<String>,
+    /// Tags for the created snapshot or image.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Progress callback: (bytes done, bytes total).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Blocks recorded per metadata transaction during an import.
+const BATCH: usize = 256;
+/// Hashing threads.
+const WORKERS: usize = 2;
+
+fn local_path(url: &str) -> Result<PathBuf> {
+    match url.strip_prefix("file://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        _ => Err(Error::InvalidParameterValue(format!(
+            "Unsupported Url '{url}': Kiln imports from file:///absolute/path on its host"
+        ))),
+    }
+}
+
+impl Service {
+    /// Records an import task and queues it for a worker.
+    pub fn start_import(
+        &self,
+        ctx: &RequestContext,
+        kind: ImportKind,
+        req: ImportRequest,
+    ) -> Result<ImportTask> {
+        local_path(&req.url)?;
+        if let Some(f) = &req.format {
+            let f = f.to_ascii_lowercase();
+            if !disk::IMPORT_FORMATS.iter().any(|(ec2, _)| *ec2 == f) {
+                return Err(Error::InvalidParameterValue(format!(
+                    "Unsupported disk format '{f}': use raw, qcow2, vmdk, vhd or vhdx"
+                )));
+            }
+        }
+        for (k, v) in &req.tags {
+            super::tags::check_tag(k, v)?;
+        }
+        let task = self.write(|_, issuer| {
+            ctx.finish_dry_run()?;
+            let prefix = match kind {
+                ImportKind::Snapshot => "import-snap",
+                ImportKind::Image => "import-ami",
+            };
+            let task = ImportTask {
+                task_id: issuer.issue(prefix)?,
+                kind,
+                region: ctx.region.clone(),
+                owner_id: ctx.account_id().to_string(),
+                description: req.description.clone(),
+                url: req.url.clone(),
+                declared_format: req.format.as_ref().map(|f| f.to_ascii_lowercase()),
+                format: None,
+                disk_image_size: None,
+                status: "active".into(),
+                status_message: Some("pending".into()),
+                progress: Some("0".into()),
+                snapshot_id: None,
+                image_id: None,
+                architecture: req.architecture.clone(),
+                boot_mode: req.boot_mode.clone(),
+                tags: req.tags.clone(),
+            };
+            Ok((vec![Change::PutImportTask(task.clone())], task))
+        })?;
+        self.import_queue
+            .lock()
+            .map_err(|_| Error::InternalError("import queue poisoned".into()))?
+            .push(task.task_id.clone());
+        Ok(task)
+    }
+
+    /// Takes the queued import tasks (the server runs each on a worker thread).
+    pub fn take_queued_imports(&self) -> Vec<String> {
+        self.import_queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+
+    /// The caller's import tasks of one kind in its region, optionally only these ids.
+    pub fn describe_import_tasks(
+        &self,
+        ctx: &RequestContext,
+        kind: ImportKind,
+        task_ids: &[String],
+    ) -> Result<Vec<ImportTask>> {
+        ctx.finish_dry_run()?;
+        let state = self.read()?;
+        let mine = |t: &&ImportTask| {
+            t.kind == kind && t.owner_id == ctx.account_id() && t.region == ctx.region
+        };
+        if task_ids.is_empty() {
+            return Ok(state.import_tasks.values().filter(mine).cloned().collect());
+        }
+        task_ids
+            .iter()
+            .map(|id| {
+                state
+                    .import_tasks
+                    .get(id)
+                    .filter(mine)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::InvalidParameterValue(format!("The import task {id} does not exist"))
+                    })
+            })
+            .collect()
+    }
+
+    /// CancelImportTask: an active task stops at its next block; returns the previous state.
+    pub fn cancel_import_task(&self, ctx: &RequestContext, task_id: &str) -> Result<String> {
+        self.write(|state, _| {
+            let task = state
+                .import_tasks
+                .get(task_id)
+                .filter(|t| t.owner_id == ctx.account_id() && t.region == ctx.region)
+                .ok_or_else(|| {
+                    Error::InvalidParameterValue(format!(
+                        "The import task {task_id} does not exist"
+                    ))
+                })?;
+            if task.status != "active" {
+                return Err(Error::IncorrectState(format!(
+                    "The import task {task_id} is {} and cannot be cancelled",
+                    task.status
+                )));
+            }
+            ctx.finish_dry_run()?;
+            let mut cancelled = task.clone();
+            cancelled.status = "deleting".into();
+            cancelled.status_message = Some("cancelling".into());
+            Ok((vec![Change::PutImportTask(cancelled)], task.status.clone()))
+        })
+    }
+
+    /// Fails tasks that a restart interrupted, and their half-made snapshots.
+    pub fn fail_interrupted_imports(&self) -> Result<usize> {
+        self.write(|state, _| {
+            let mut changes = Vec::new();
+            for task in state.import_tasks.values() {
+                if task.status == "active" || task.status == "deleting" {
+                    let mut failed = task.clone();
+                    failed.status = "deleted".into();
+                    failed.status_message =
+                        Some("The import was interrupted by a restart of Kiln".into());
+                    failed.progress = None;
+                    changes.push(Change::PutImportTask(failed));
+                }
+            }
+            for snapshot in state.snapshots.values() {
+                if snapshot.importing && snapshot.state == SnapshotState::Pending {
+                    changes.push(Change::DeleteSnapshot(snapshot.snapshot_id.clone()));
+                }
+            }
+            let n = changes.len();
+            Ok((changes, n))
+        })
+    }
+
+    fn task(&self, task_id: &str) -> Result<ImportTask> {
+        self.read()?
+            .import_tasks
+            .get(task_id)
+            .cloned()
+            .ok_or_else(|| Error::InternalError(format!("import task {task_id} vanished")))
+    }
+
+    fn update_task(&self, task_id: &str, edit: impl FnOnce(&mut ImportTask)) -> Result<()> {
+        self.write(|state, _| {
+            let mut task =
+                state.import_tasks.get(task_id).cloned().ok_or_else(|| {
+                    Error::InternalError(format!("import task {task_id} vanished"))
+                })?;
+            edit(&mut task);
+            Ok((vec![Change::PutImportTask(task)], ()))
+        })
+    }
+
+    fn is_cancelled(&self, task_id: &str) -> bool {
+        self.read()
+            .map(|s| {
+                s.import_tasks
+                    .get(task_id)
+                    .is_none_or(|t| t.status != "active")
+            })
+            .unwrap_or(true)
+    }
+
+    /// Runs one queued task to its end (on a worker thread).
+    pub fn run_import(&self, task_id: &str) {
+        let outcome = self.run_import_inner(task_id);
+        if let Err(e) = outcome {
+            tracing::warn!(task_id, "import failed: {e}");
+            let snapshot = self.task(task_id).ok().and_then(|t| t.snapshot_id);
+            let _ = self.write(|state, _| {
+                let mut changes = Vec::new();
+                if let Some(id) = &snapshot {
+                    if state.snapshots.contains_key(id) {
+                        changes.push(Change::DeleteSnapshot(id.clone()));
+                    }
+                }
+                if let Some(task) = state.import_tasks.get(task_id) {
+                    let mut failed = task.clone();
+                    let cancelled = task.status == "deleting";
+                    failed.status = "deleted".into();
+                    failed.progress = None;
+                    failed.status_message = Some(if cancelled {
+                        "The import task was cancelled".into()
+                    } else {
+                        format!("ClientError: {e}")
+                    });
+                    changes.push(Change::PutImportTask(failed));
+                }
+                Ok((changes, ()))
+            });
+        }
+    }
+
+    fn run_import_inner(&self, task_id: &str) -> Result<()> {
+        let task = self.task(task_id)?;
+        let source = local_path(&task.url)?;
+        let info = disk::inspect(&source)?;
+        if let Some(declared) = &task.declared_format {
+            if *declared != info.format {
+                return Err(Error::InvalidParameterValue(format!(
+                    "The disk image is {} but its format was given as {declared}",
+                    info.format
+                )));
+            }
+        }
+        let file_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
+        self.update_task(task_id, |t| {
+            t.format = Some(info.format.clone());
+            t.disk_image_size = Some(file_size);
+            t.status_message = Some("converting".into());
+        })?;
+        let tmp_dir = self.data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| Error::InternalError(format!("creating {}: {e}", tmp_dir.display())))?;
+        let converted = tmp_dir.join(format!("{task_id}.raw"));
+        let raw_path = if info.format == "raw" {
+            source.clone()
+        } else {
+            disk::convert_to_raw(&source, &info.format, &converted)?;
+            converted.clone()
+        };
+        let result = self.import_raw_for_task(&task, &raw_path, info.virtual_size);
+        let _ = std::fs::remove_file(&converted);
+        result
+    }
+
+    fn import_raw_for_task(&self, task: &ImportTask, raw: &Path, virtual_size: u64) -> Result<()> {
+        let ctx = RequestContext {
+            account: self.store().find_account(&task.owner_id)?.ok_or_else(|| {
+                Error::InternalError(format!("account {} vanished", task.owner_id))
+            })?,
+            region: task.region.clone(),
+            dry_run: false,
+        };
+        let volume_size = virtual_size.div_ceil(1 << 30).max(1) as i64;
+        let description = task.description.clone().unwrap_or_default();
+        let snapshot_id = self.write(|_, issuer| {
+            let id = issuer.issue("snap")?;
+            let snapshot = new_import_snapshot(&ctx, id.clone(), volume_size, description.clone());
+            Ok((vec![Change::PutSnapshot(snapshot)], id))
+        })?;
+        self.update_task(&task.task_id, |t| {
+            t.snapshot_id = Some(snapshot_id.clone());
+            t.status_message = Some("importing".into());
+        })?;
+        let task_id = task.task_id.clone();
+        let last_percent = Mutex::new(0u64);
+        let progress = |done: u64, total: u64| {
+            let percent = (done * 100).checked_div(total).unwrap_or(100);
+            let Ok(mut last) = last_percent.lock() else {
+                return;
+            };
+            if percent >= *last + 5 {
+                *last = percent;
+                let _ = self.update_task(&task_id, |t| t.progress = Some(percent.to_string()));
+            }
+        };
+        let cancelled = || self.is_cancelled(&task.task_id);
+        self.store_raw_blocks(&snapshot_id, raw, virtual_size, &progress, &cancelled)?;
+        // Seal the snapshot, register the image (image tasks) and finish the task together.
+        self.write(|state, issuer| {
+            let snapshot = state
+                .snapshots
+                .get(&snapshot_id)
+                .ok_or_else(|| Error::InternalError(format!("snapshot {snapshot_id} vanished")))?;
+            let current = state
+                .import_tasks
+                .get(&task.task_id)
+                .ok_or_else(|| Error::InternalError("import task vanished".into()))?;
+            if current.status != "active" {
+                return Err(Error::IncorrectState(
+                    "The import task was cancelled".into(),
+                ));
+            }
+            let mut done = (**snapshot).clone();
+            done.state = SnapshotState::Completed;
+            done.progress = "100%".into();
+            done.completion_time = Some(time::now_string());
+            done.importing = false;
+            if task.kind == ImportKind::Snapshot && !task.tags.is_empty() {
+                done.tags.insert(
+                    ctx.account_id().to_string(),
+                    task.tags.iter().cloned().collect(),
+                );
+            }
+            let mut finished = current.clone();
+            finished.status = "completed".into();
+            finished.status_message = None;
+            finished.progress = None;
+            let mut changes = vec![
+                Change::SealSnapshotBlocks {
+                    snapshot_id: snapshot_id.clone(),
+                    parent: None,
+                },
+                Change::PutSnapshot(done),
+            ];
+            if task.kind == ImportKind::Image {
+                let image_id = issuer.issue("ami")?;
+                changes.push(Change::PutImage(imported_image(
+                    &ctx,
+                    task,
+                    &image_id,
+                    &snapshot_id,
+                    volume_size,
+                )));
+                finished.image_id = Some(image_id);
+            }
+            changes.push(Change::PutImportTask(finished));
+            Ok((changes, ()))
+        })
+    }
+
+    /// Hashes and stores the blocks of a raw disk into a pending snapshot, on `WORKERS`
+    /// threads, recording them in batches; syncs the block store before returning.
+    pub fn store_raw_blocks(
+        &self,
+        snapshot_id: &str,
+        raw: &Path,
+        virtual_size: u64,
+        progress: Progress<'_>,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<()> {
+        let mut file = std::fs::File::open(raw)
+            .map_err(|e| Error::InvalidParameterValue(format!("{}: {e}", raw.display())))?;
+        let total_blocks = virtual_size.div_ceil(BLOCK_SIZE as u64);
+        // Writers hold the GC lock shared until every stored block is recorded as pending.
+        let _writer = self.blocks().writer_guard()?;
+        let (work_tx, work_rx) = mpsc::sync_channel::<(i64, Vec<u8>)>(WORKERS * 4);
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Result<(i64, BlockHash, u64)>>();
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..WORKERS {
+                let done_tx = done_tx.clone();
+                let work_rx = &work_rx;
+                scope.spawn(move || loop {
+                    let next = work_rx.lock().ok().and_then(|rx| rx.recv().ok());
+                    let Some((index, data)) = next else { break };
+                    let hash = hash_block(&data);
+                    let stored = if &hash == zero_block_hash() {
+                        Ok(0)
+                    } else {
+                        self.blocks().put_hashed_unsynced(&hash, &data)
+                    };
+                    if done_tx.send(stored.map(|len| (index, hash, len))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(done_tx);
+            let reader = scope.spawn(move || -> Result<()> {
+                for index in 0..total_blocks {
+                    if index % 64 == 0 && cancelled() {
+                        return Err(Error::IncorrectState(
+                            "The import task was cancelled".into(),
+                        ));
+                    }
+                    let mut data = vec![0u8; BLOCK_SIZE];
+                    read_full(&mut file, &mut data).map_err(|e| {
+                        Error::InvalidParameterValue(format!("reading {}: {e}", raw.display()))
+                    })?;
+                    if work_tx.send((index as i64, data)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            let mut batch: Vec<(i64, BlockHash, Option<u64>)> = Vec::with_capacity(BATCH);
+            let mut done = 0u64;
+            let mut first_error = None;
+            for result in done_rx {
+                match result {
+                    Ok((index, hash, len)) => {
+                        done += 1;
+                        if &hash != zero_block_hash() {
+                            batch.push((index, hash, Some(len.max(BLOCK_SIZE as u64))));
+                        }
+                        if batch.len() >= BATCH {
+                            self.store().add_pending_blocks(snapshot_id, &batch)?;
+                            batch.clear();
+                            progress(done * BLOCK_SIZE as u64, virtual_size);
+                        }
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            reader
+                .join()
+                .map_err(|_| Error::InternalError("import reader panicked".into()))??;
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            self.store().add_pending_blocks(snapshot_id, &batch)?;
+            progress(virtual_size, virtual_size);
+            Ok(())
+        })?;
+        self.blocks().sync()
+    }
+}
+
+/// Reads as much of `buf` as the file has; the rest stays zero (the last block is padded).
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(())
+}
+
+fn new_import_snapshot(
+    ctx: &RequestContext,
+    snapshot_id: String,
+    volume_size: i64,
+    description: String,
+) -> Snapshot {
+    Snapshot {
+        snapshot_id,
+        region: ctx.region.clone(),
+        owner_id: ctx.account_id().to_string(),
+        volume_id: "vol-ffffffff".into(),
+        volume_size,
+        description,
+        state: SnapshotState::Pending,
+        state_message: None,
+        start_time: time::now_string(),
+        completion_time: None,
+        progress: "0%".into(),
+        encrypted: false,
+        kms_key_id: None,
+        parent_snapshot_id: None,
+        copy_source: None,
+        create_volume_permissions: Vec::new(),
+        tags: BTreeMap::new(),
+        expires_at_ms: None,
+        importing: true,
+    }
+}
+
+fn imported_image(
+    ctx: &RequestContext,
+    task: &ImportTask,
+    image_id: &str,
+    snapshot_id: &str,
+    volume_size: i64,
+) -> Image {
+    let mut tags = BTreeMap::new();
+    if !task.tags.is_empty() {
+        tags.insert(
+            ctx.account_id().to_string(),
+            task.tags.iter().cloned().collect(),
+        );
+    }
+    Image {
+        image_id: image_id.to_string(),
+        region: ctx.region.clone(),
+        owner_id: ctx.account_id().to_string(),
+        // Imported images are named after their task, as on AWS.
+        name: task.task_id.clone(),
+        description: task.description.clone(),
+        image_location: format!("{}/{}", ctx.account_id(), task.task_id),
+        architecture: task.architecture.clone().unwrap_or_else(|| "x86_64".into()),
+        image_type: "machine".into(),
+        virtualization_type: "hvm".into(),
+        root_device_name: "/dev/sda1".into(),
+        root_device_type: "ebs".into(),
+        block_device_mappings: vec![BlockDeviceMapping {
+            device_name: "/dev/sda1".into(),
+            virtual_name: None,
+            ebs: Some(EbsBlockDevice {
+                snapshot_id: Some(snapshot_id.to_string()),
+                volume_size: Some(volume_size),
+                volume_type: Some("gp2".into()),
+                delete_on_termination: Some(true),
+                encrypted: Some(false),
+                ..Default::default()
+            }),
+            no_device: false,
+        }],
+        kernel_id: None,
+        ramdisk_id: None,
+        boot_mode: task.boot_mode.clone(),
+        ena_support: Some(true),
+        sriov_net_support: None,
+        tpm_support: None,
+        imds_support: None,
+        uefi_data: None,
+        creation_date: time::now_string(),
+        state: ImageState::Available,
+        state_reason: None,
+        deprecation_time: None,
+        deregistration_protection: DeregistrationProtection::Disabled,
+        last_launched_time: None,
+        launch_permissions: Vec::new(),
+        source_image_id: None,
+        source_image_region: None,
+        pending_work: None,
+        tags,
+    }
+}
+
+/// True if `id` looks like an import task id.
+pub fn is_import_task_id(id: &str) -> bool {
+    ids::is_well_formed(id, "import-snap") || ids::is_well_formed(id, "import-ami")
+}
