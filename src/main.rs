@@ -1,5 +1,7 @@
 //! The `kiln` binary: `kiln serve` and the admin commands.
 
+mod image_cmd;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kiln::accounts::{self, NewAccount};
@@ -51,10 +53,59 @@ enum Command {
         #[command(subcommand)]
         target: Option<UsageTarget>,
     },
+    /// Import and export disk images through a running Kiln.
+    Image {
+        /// Kiln's endpoint.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:7780")]
+        endpoint: String,
+        /// Region to work in.
+        #[arg(long, global = true, default_value = "us-east-1")]
+        region: String,
+        /// Profile of DIR/credentials to sign with (AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY take precedence).
+        #[arg(long, global = true, default_value = "kiln")]
+        profile: String,
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Manage accounts and access keys (works while the server runs).
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import a raw, qcow2, vmdk, vhd or vhdx file as a snapshot and register an HVM image.
+    Import {
+        /// The disk image file (on the Kiln host).
+        file: PathBuf,
+        /// Name of the new image.
+        #[arg(long)]
+        name: String,
+        /// Description of the image.
+        #[arg(long)]
+        description: Option<String>,
+        /// Architecture.
+        #[arg(long, default_value = "x86_64")]
+        architecture: String,
+        /// Boot mode (legacy-bios, uefi).
+        #[arg(long)]
+        boot_mode: Option<String>,
+        /// Root device name.
+        #[arg(long, default_value = "/dev/xvda")]
+        root_device_name: String,
+    },
+    /// Write an image's root volume to a file.
+    Export {
+        /// The image.
+        image_id: String,
+        /// Output file.
+        file: PathBuf,
+        /// raw, vmdk or vhd.
+        #[arg(long, default_value = "raw")]
+        format: String,
     },
 }
 
@@ -121,6 +172,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { listen, regions } => serve(cli.data_dir, listen, regions),
         Command::Account { command } => account(cli.data_dir, command),
         Command::Scrub => scrub(cli.data_dir),
+        Command::Image {
+            endpoint,
+            region,
+            profile,
+            command,
+        } => image(cli.data_dir, &endpoint, &region, &profile, command),
         Command::Usage {
             account,
             price_per_gb_month,
@@ -201,6 +258,48 @@ fn scrub(data_dir: PathBuf) -> anyhow::Result<()> {
     );
     println!("store is clean");
     Ok(())
+}
+
+fn image(
+    data_dir: PathBuf,
+    endpoint: &str,
+    region: &str,
+    profile: &str,
+    command: ImageCommand,
+) -> anyhow::Result<()> {
+    let (id, secret) = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(id), Ok(secret)) => (id, secret),
+        _ => kiln::client::read_credentials(&data_dir.join("credentials"), profile)?,
+    };
+    let client = kiln::client::Client::new(endpoint, region, id, secret)?;
+    match command {
+        ImageCommand::Import {
+            file,
+            name,
+            description,
+            architecture,
+            boot_mode,
+            root_device_name,
+        } => image_cmd::import(
+            &client,
+            image_cmd::ImportOptions {
+                file,
+                name,
+                description,
+                architecture,
+                boot_mode,
+                root_device_name,
+            },
+        ),
+        ImageCommand::Export {
+            image_id,
+            file,
+            format,
+        } => image_cmd::export(&client, &image_id, &file, &format),
+    }
 }
 
 fn mib(bytes: u64) -> String {

@@ -359,8 +359,9 @@ fn normalize_header_value(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Signs a request the way clients do; used by Kiln's own tests and tools.
-pub fn sign_for_tests(
+/// Signs a request the way clients do (the Authorization header value); used by Kiln's
+/// own command-line client and tests.
+pub fn sign_request(
     req: &SignedRequest<'_>,
     access_key_id: &str,
     secret: &str,
@@ -430,7 +431,7 @@ mod tests {
             headers: &unsigned,
             body,
         };
-        let auth = sign_for_tests(
+        let auth = sign_request(
             &req,
             "AKIDEXAMPLE",
             secret,
