@@ -42,6 +42,10 @@ pub async fn run_background_work(service: Arc<Service>) {
                 let worker = svc.clone();
                 std::thread::spawn(move || worker.run_import(&task_id));
             }
+            for task_id in svc.take_queued_exports() {
+                let worker = svc.clone();
+                std::thread::spawn(move || worker.run_export(&task_id));
+            }
             if collect {
                 svc.try_collect_garbage()?;
             }

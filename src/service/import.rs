@@ -173,7 +173,7 @@ impl Service {
         })
     }
 
-    /// Fails tasks that a restart interrupted, and their half-made snapshots.
+    /// Fails import and export tasks that a restart interrupted, and half-made snapshots.
     pub fn fail_interrupted_imports(&self) -> Result<usize> {
         self.write(|state, _| {
             let mut changes = Vec::new();
@@ -185,6 +185,16 @@ impl Service {
                         Some("The import was interrupted by a restart of Kiln".into());
                     failed.progress = None;
                     changes.push(Change::PutImportTask(failed));
+                }
+            }
+            for task in state.export_tasks.values() {
+                if task.status == "active" {
+                    let mut failed = task.clone();
+                    failed.status = "deleted".into();
+                    failed.status_message =
+                        Some("The export was interrupted by a restart of Kiln".into());
+                    failed.progress = None;
+                    changes.push(Change::PutExportTask(failed));
                 }
             }
             for snapshot in state.snapshots.values() {

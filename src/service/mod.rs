@@ -6,6 +6,7 @@
 //! [`Store`] in one transaction, and only then applies it in memory. So a client never sees,
 //! and never is told about, a change that is not on disk.
 
+pub mod export;
 pub mod filters;
 pub mod ids;
 pub mod images;
@@ -86,6 +87,8 @@ pub struct Service {
     data_dir: std::path::PathBuf,
     /// Import tasks waiting for a worker.
     import_queue: Mutex<Vec<String>>,
+    /// Export tasks waiting for a worker.
+    export_queue: Mutex<Vec<String>>,
     state: RwLock<State>,
     /// Serializes writers: validation, commit and in-memory apply happen in order.
     write_gate: Mutex<()>,
@@ -111,6 +114,7 @@ impl Service {
             blocks,
             data_dir: data_dir.to_path_buf(),
             import_queue: Mutex::new(Vec::new()),
+            export_queue: Mutex::new(Vec::new()),
             state: RwLock::new(State::from_loaded(loaded)),
             write_gate: Mutex::new(()),
             aliases,

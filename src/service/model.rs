@@ -348,3 +348,34 @@ pub struct ImportTask {
     /// Tags for the task's results.
     pub tags: Vec<(String, String)>,
 }
+
+/// An ExportImage task: an image's root volume written as a disk file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportTask {
+    /// `export-ami-...`.
+    pub task_id: String,
+    /// Region of the task.
+    pub region: String,
+    /// Account that started it.
+    pub owner_id: String,
+    /// The exported image.
+    pub image_id: String,
+    /// Snapshot of its root volume.
+    pub snapshot_id: String,
+    /// `raw`, `vmdk` or `vhd`.
+    pub format: String,
+    /// Description.
+    pub description: Option<String>,
+    /// "Bucket": a directory under the export directory.
+    pub bucket: String,
+    /// Prefix of the file name.
+    pub prefix: String,
+    /// `active`, `completed`, `deleted`.
+    pub status: String,
+    /// Detail of the status.
+    pub status_message: Option<String>,
+    /// Percent done while active.
+    pub progress: Option<String>,
+    /// Tags of the task.
+    pub tags: Vec<(String, String)>,
+}

@@ -3,7 +3,7 @@
 //! It is rebuilt from the store at start-up and changed only by [`State::apply`], with
 //! the same [`Change`]s that were just committed to the store.
 
-use super::model::{Image, ImportTask, Snapshot};
+use super::model::{ExportTask, Image, ImportTask, Snapshot};
 use crate::store::{Change, ClientTokenRecord, Snapshotted};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +28,8 @@ pub struct State {
     pub block_public_access: HashSet<(String, String)>,
     /// Import tasks by id.
     pub import_tasks: BTreeMap<String, ImportTask>,
+    /// Export tasks by id.
+    pub export_tasks: BTreeMap<String, ExportTask>,
 }
 
 impl State {
@@ -42,6 +44,9 @@ impl State {
         }
         for token in loaded.client_tokens {
             state.apply(&Change::PutClientToken(token));
+        }
+        for task in loaded.export_tasks {
+            state.apply(&Change::PutExportTask(task));
         }
         for task in loaded.import_tasks {
             state.apply(&Change::PutImportTask(task));
@@ -94,6 +99,9 @@ impl State {
             }
             Change::PutImportTask(task) => {
                 self.import_tasks.insert(task.task_id.clone(), task.clone());
+            }
+            Change::PutExportTask(task) => {
+                self.export_tasks.insert(task.task_id.clone(), task.clone());
             }
             Change::PutClientToken(t) => {
                 self.client_tokens.insert(

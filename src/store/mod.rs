@@ -12,7 +12,7 @@ mod schema;
 pub use blocks::{BlockRef, BlockUsage};
 
 use crate::error::{Error, Result};
-use crate::service::model::{AccessKey, Account, Image, ImportTask, Snapshot};
+use crate::service::model::{AccessKey, Account, ExportTask, Image, ImportTask, Snapshot};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -52,6 +52,8 @@ pub enum Change {
     DropPendingBlocks(String),
     /// Insert or replace an import task.
     PutImportTask(ImportTask),
+    /// Insert or replace an export task.
+    PutExportTask(ExportTask),
     /// Remember the resource a ClientToken produced.
     PutClientToken(ClientTokenRecord),
     /// Turn image block public access on or off for an account in a region.
@@ -98,6 +100,8 @@ pub struct Snapshotted {
     pub block_public_access: Vec<(String, String)>,
     /// All import tasks.
     pub import_tasks: Vec<ImportTask>,
+    /// All export tasks.
+    pub export_tasks: Vec<ExportTask>,
 }
 
 /// Handle on the SQLite database. Cheap operations only; callers serialize writes.
@@ -162,6 +166,11 @@ impl Store {
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         for doc in rows {
             out.snapshots.push(serde_json::from_str(&doc?)?);
+        }
+        let mut stmt = conn.prepare("SELECT doc FROM export_tasks")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for doc in rows {
+            out.export_tasks.push(serde_json::from_str(&doc?)?);
         }
         let mut stmt = conn.prepare("SELECT doc FROM import_tasks")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -365,6 +374,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
         Change::PutImportTask(task) => {
             tx.execute(
                 "INSERT OR REPLACE INTO import_tasks (task_id, owner_id, doc) VALUES (?1, ?2, ?3)",
+                params![task.task_id, task.owner_id, serde_json::to_string(task)?],
+            )?;
+        }
+        Change::PutExportTask(task) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO export_tasks (task_id, owner_id, doc) VALUES (?1, ?2, ?3)",
                 params![task.task_id, task.owner_id, serde_json::to_string(task)?],
             )?;
         }

@@ -79,6 +79,12 @@ const MIGRATIONS: &[&str] = &[
         owner_id TEXT NOT NULL,
         doc TEXT NOT NULL
     );",
+    // 4: image export tasks.
+    "CREATE TABLE export_tasks (
+        task_id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );",
 ];
 
 /// Brings the database to the newest schema version, each step in its own transaction.

@@ -192,3 +192,62 @@ pub fn cancel_import_task(call: &Call<'_>) -> Result<String> {
         .leaf("state", "deleting");
     Ok(call.finish(w))
 }
+
+fn write_export_task(w: &mut XmlWriter, t: &crate::service::model::ExportTask) {
+    w.opt_leaf("description", t.description.as_deref())
+        .leaf("exportImageTaskId", &t.task_id)
+        .leaf("imageId", &t.image_id)
+        .leaf("diskImageFormat", &t.format.to_ascii_uppercase())
+        .opt_leaf("progress", t.progress.as_deref());
+    w.open("s3ExportLocation")
+        .leaf("s3Bucket", &t.bucket)
+        .leaf("s3Prefix", &t.prefix)
+        .close("s3ExportLocation");
+    w.leaf("status", &t.status)
+        .opt_leaf("statusMessage", t.status_message.as_deref());
+    if !t.tags.is_empty() {
+        w.open("tagSet");
+        for (k, v) in &t.tags {
+            w.open("item").leaf("key", k).leaf("value", v).close("item");
+        }
+        w.close("tagSet");
+    }
+}
+
+/// ExportImage.
+pub fn export_image(call: &Call<'_>) -> Result<String> {
+    let p = call.params;
+    let location = p.nested("S3ExportLocation");
+    let task = call.service.start_export(
+        call.ctx,
+        crate::service::export::ExportRequest {
+            image_id: p.required("ImageId")?.to_string(),
+            format: p.required("DiskImageFormat")?.to_string(),
+            bucket: location
+                .string("S3Bucket")
+                .ok_or_else(|| Error::MissingParameter("S3ExportLocation.S3Bucket".into()))?,
+            prefix: location.string("S3Prefix").unwrap_or_default(),
+            description: p.string("Description"),
+            tags: tags_for(p, "export-image-task")?,
+        },
+    )?;
+    let mut w = call.response();
+    write_export_task(&mut w, &task);
+    Ok(call.finish(w))
+}
+
+/// DescribeExportImageTasks.
+pub fn describe_export_image_tasks(call: &Call<'_>) -> Result<String> {
+    let tasks = call
+        .service
+        .describe_export_tasks(call.ctx, &call.params.list("ExportImageTaskId")?)?;
+    let mut w = call.response();
+    w.open("exportImageTaskSet");
+    for t in &tasks {
+        w.open("item");
+        write_export_task(&mut w, t);
+        w.close("item");
+    }
+    w.close("exportImageTaskSet");
+    Ok(call.finish(w))
+}

@@ -113,6 +113,11 @@ pub const ACTIONS: &[(&str, Handler)] = &[
         import::describe_import_image_tasks,
     ),
     ("CancelImportTask", import::cancel_import_task),
+    ("ExportImage", import::export_image),
+    (
+        "DescribeExportImageTasks",
+        import::describe_export_image_tasks,
+    ),
     ("CreateTags", tags::create_tags),
     ("DeleteTags", tags::delete_tags),
     ("DescribeTags", tags::describe_tags),
