@@ -313,3 +313,114 @@ impl Store {
         Ok(usage)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Change;
+
+    fn h(n: u8) -> BlockHash {
+        [n; 32]
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn seal(store: &Store, id: &str, parent: Option<&str>) {
+        store
+            .apply(&[Change::SealSnapshotBlocks {
+                snapshot_id: id.into(),
+                parent: parent.map(str::to_string),
+            }])
+            .unwrap();
+    }
+
+    #[test]
+    fn seal_child_inherits_parent_blocks_not_overwritten() {
+        let (_d, s) = store();
+        s.add_pending_blocks("p", &[(0, h(1), Some(10)), (1, h(2), Some(10))])
+            .unwrap();
+        seal(&s, "p", None);
+        s.add_pending_block("c", 1, &h(3), Some(10)).unwrap();
+        seal(&s, "c", Some("p"));
+        let map = s.snapshot_blocks("c", 0, 100).unwrap();
+        assert_eq!(
+            map,
+            vec![
+                BlockRef {
+                    index: 0,
+                    hash: h(1)
+                },
+                BlockRef {
+                    index: 1,
+                    hash: h(3)
+                }
+            ]
+        );
+        assert!(s.pending_blocks("c").unwrap().is_empty());
+    }
+
+    #[test]
+    fn delete_snapshot_makes_its_unique_blocks_collectable_only() {
+        let (_d, s) = store();
+        s.add_pending_blocks("a", &[(0, h(1), Some(10)), (1, h(2), Some(10))])
+            .unwrap();
+        seal(&s, "a", None);
+        s.add_pending_blocks("b", &[(0, h(1), Some(10))]).unwrap();
+        seal(&s, "b", None);
+        assert!(s.collectable_blocks().unwrap().is_empty());
+        s.apply(&[Change::DeleteSnapshot("a".into())]).unwrap();
+        assert_eq!(s.collectable_blocks().unwrap(), vec![h(2)]);
+    }
+
+    #[test]
+    fn collectable_blocks_pending_reference_protects_block() {
+        let (_d, s) = store();
+        s.add_pending_block("x", 0, &h(9), Some(10)).unwrap();
+        assert!(s.collectable_blocks().unwrap().is_empty());
+        s.apply(&[Change::DropPendingBlocks("x".into())]).unwrap();
+        assert_eq!(s.collectable_blocks().unwrap(), vec![h(9)]);
+    }
+
+    #[test]
+    fn block_usage_shared_block_is_not_unique() {
+        let (_d, s) = store();
+        s.add_pending_blocks("a", &[(0, h(1), Some(100)), (1, h(2), Some(50))])
+            .unwrap();
+        seal(&s, "a", None);
+        s.apply(&[Change::CopySnapshotBlocks {
+            from: "a".into(),
+            to: "b".into(),
+        }])
+        .unwrap();
+        s.add_pending_blocks("c", &[(0, h(3), Some(7))]).unwrap();
+        seal(&s, "c", None);
+        let a = s.block_usage(&["a".into()]).unwrap();
+        assert_eq!(
+            a,
+            BlockUsage {
+                referenced_bytes: 150,
+                unique_bytes: 0
+            }
+        );
+        let ab = s.block_usage(&["a".into(), "b".into()]).unwrap();
+        assert_eq!(
+            ab,
+            BlockUsage {
+                referenced_bytes: 150,
+                unique_bytes: 150
+            }
+        );
+        let c = s.block_usage(&["c".into()]).unwrap();
+        assert_eq!(
+            c,
+            BlockUsage {
+                referenced_bytes: 7,
+                unique_bytes: 7
+            }
+        );
+    }
+}
