@@ -33,15 +33,12 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 impl LocalDir {
-    /// Opens (creating) `data_dir/blocks`; leftovers of interrupted writes are removed.
+    /// Opens (creating) `data_dir/blocks`. Other processes (`kiln scrub`, `kiln usage`) open
+    /// it too while the server writes, so opening never removes anything.
     pub fn open(data_dir: &Path) -> Result<LocalDir> {
         let root = data_dir.join("blocks");
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).map_err(|e| io_error("creating", &tmp, e))?;
-        for entry in fs::read_dir(&tmp).map_err(|e| io_error("reading", &tmp, e))? {
-            let entry = entry.map_err(|e| io_error("reading", &tmp, e))?;
-            let _ = fs::remove_file(entry.path());
-        }
         Ok(LocalDir {
             root,
             tmp,
@@ -88,6 +85,14 @@ impl BlockBackend for LocalDir {
 
     fn put_unsynced(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
         self.write(hash, data, false)
+    }
+
+    fn clean_interrupted(&self) -> Result<()> {
+        for entry in fs::read_dir(&self.tmp).map_err(|e| io_error("reading", &self.tmp, e))? {
+            let entry = entry.map_err(|e| io_error("reading", &self.tmp, e))?;
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {

@@ -48,6 +48,10 @@ pub trait BlockBackend: Send + Sync {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+    /// Removes leftovers of writes a crash interrupted (only the serving process calls this).
+    fn clean_interrupted(&self) -> Result<()> {
+        Ok(())
+    }
     /// Reads the bytes stored under `hash`.
     fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
     /// True if bytes are stored under `hash`.

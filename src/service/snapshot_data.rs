@@ -562,7 +562,8 @@ impl Service {
         Ok((data, STANDARD.encode(hash)))
     }
 
-    /// Deletes unreferenced blocks; with `orphans`, also files that no record knows.
+    /// Deletes unreferenced blocks; with `orphans` (start-up of the server only), also files
+    /// that no record knows and temporary files of interrupted writes.
     /// Waits for active writers (imports, uploads) to finish.
     pub fn collect_garbage(&self, orphans: bool) -> Result<GcReport> {
         let _collector = self.blocks().collector_guard()?;
@@ -587,6 +588,7 @@ impl Service {
         self.store().forget_blocks(&dead)?;
         report.blocks_deleted = dead.len();
         if orphans {
+            self.blocks().backend().clean_interrupted()?;
             for hash in self.blocks().backend().list()? {
                 if !self.store().block_known(&hash)? {
                     self.blocks().backend().delete(&hash)?;

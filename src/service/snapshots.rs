@@ -563,13 +563,17 @@ impl Service {
                 .filter(|s| {
                     s.state == SnapshotState::Pending && s.expires_at_ms.is_some_and(|t| t <= now)
                 })
-                .map(|s| {
+                .flat_map(|s| {
                     let mut failed = (**s).clone();
                     failed.state = SnapshotState::Error;
                     failed.state_message =
                         Some("The snapshot was not completed before its timeout".into());
                     failed.expires_at_ms = None;
-                    Change::PutSnapshot(failed)
+                    // Its blocks lose their pending reference and become collectable.
+                    [
+                        Change::DropPendingBlocks(s.snapshot_id.clone()),
+                        Change::PutSnapshot(failed),
+                    ]
                 })
                 .collect();
             let n = changes.len();

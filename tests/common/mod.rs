@@ -410,6 +410,23 @@ impl Client {
         service: &str,
         opts: &SignOptions,
     ) -> Result<(u16, String), reqwest::Error> {
+        self.try_send_signed_raw(method, path, query, headers, body, service, opts)
+            .map(|r| (r.status, r.text()))
+    }
+
+    /// Like [`Self::try_send_signed`], but the answer keeps its headers and raw body bytes
+    /// (for binary EBS answers such as GetSnapshotBlock).
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_send_signed_raw(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        service: &str,
+        opts: &SignOptions,
+    ) -> Result<RawResponse, reqwest::Error> {
         let (amz_date, date) = amz_date(opts.time);
         let region = opts.region.as_deref().unwrap_or(&self.region);
         let key_id = opts
@@ -476,8 +493,22 @@ impl Client {
         }
         let resp = req.body(body).send()?;
         let status = resp.status().as_u16();
-        let text = resp.text()?;
-        Ok((status, text))
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.bytes()?.to_vec();
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1037,4 +1068,427 @@ pub fn assert_image_invariants(c: &Client) -> Vec<Image> {
         }
     }
     images
+}
+
+// ---------------------------------------------------------------------------------------------
+// EBS direct APIs: snapshot blocks
+// ---------------------------------------------------------------------------------------------
+
+/// Size of every EBS block (the EBS direct APIs' block size).
+pub const EBS_BLOCK_SIZE: usize = 524_288;
+
+/// An answer with its headers (lowercase names) and raw body bytes.
+#[derive(Clone, Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// A header's value (name matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy), for messages and JSON.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "answer {} is not JSON ({e}): {}",
+                self.status,
+                self.text_excerpt()
+            )
+        })
+    }
+
+    /// At most 300 characters of the body, for assertion messages (never a whole block).
+    pub fn text_excerpt(&self) -> String {
+        let t = self.text();
+        if t.len() > 300 {
+            let mut end = 300;
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}… ({} bytes)", &t[..end], self.body.len())
+        } else {
+            t
+        }
+    }
+
+    /// The EBS error type (`__type` of the JSON body, else the `x-amzn-ErrorType` header).
+    pub fn error_type(&self) -> Option<String> {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("__type").and_then(|t| t.as_str()).map(String::from))
+            .or_else(|| self.header("x-amzn-errortype").map(String::from))
+    }
+}
+
+/// Base64 of the SHA-256 of `data` (the EBS `x-amz-Checksum` of a block).
+pub fn checksum_b64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+}
+
+/// The LINEAR aggregated checksum of blocks given in index order: base64 of the SHA-256 of
+/// the concatenated SHA-256 digests of the blocks.
+pub fn linear_checksum_b64<'a>(
+    blocks_in_index_order: impl IntoIterator<Item = &'a [u8]>,
+) -> String {
+    use base64::Engine;
+    let mut h = Sha256::new();
+    for b in blocks_in_index_order {
+        h.update(Sha256::digest(b));
+    }
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// A block of random bytes.
+pub fn random_block() -> Vec<u8> {
+    use rand::RngCore;
+    let mut b = vec![0u8; EBS_BLOCK_SIZE];
+    rand::thread_rng().fill_bytes(&mut b);
+    b
+}
+
+/// Where the local block store keeps a block: `DIR/blocks/ab/<sha256hex>`.
+pub fn block_file(data_dir: &Path, data: &[u8]) -> PathBuf {
+    block_file_for_hash(data_dir, &sha256_hex(data))
+}
+
+/// Where the local block store keeps the block with this (hex) hash.
+pub fn block_file_for_hash(data_dir: &Path, hash_hex: &str) -> PathBuf {
+    data_dir.join("blocks").join(&hash_hex[..2]).join(hash_hex)
+}
+
+impl KilnServer {
+    /// Runs `kiln --data-dir DIR scrub`.
+    pub fn scrub(&self) -> Output {
+        self.cli(&["scrub"])
+    }
+
+    /// Runs `kiln scrub` and panics unless it exits 0 and says `store is clean`.
+    pub fn assert_scrub_clean(&self) {
+        let out = self.scrub();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("store is clean"),
+            "kiln scrub is not clean: {:?}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Client {
+    fn ebs_raw(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<RawResponse, reqwest::Error> {
+        self.try_send_signed_raw(
+            method,
+            path,
+            query,
+            headers,
+            body,
+            "ebs",
+            &SignOptions::default(),
+        )
+    }
+
+    /// EBS StartSnapshot with a JSON body; transport errors come back as `Err`.
+    pub fn try_start_snapshot_json(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<RawResponse, reqwest::Error> {
+        let json = vec![("content-type".to_string(), "application/json".to_string())];
+        self.ebs_raw(
+            "POST",
+            "/snapshots",
+            &[],
+            &json,
+            body.to_string().into_bytes(),
+        )
+    }
+
+    /// EBS StartSnapshot(VolumeSize) that must answer 201 `pending`; returns the snapshot id.
+    pub fn start_snapshot(&self, volume_size_gib: i64) -> String {
+        let r = self
+            .try_start_snapshot_json(&serde_json::json!({ "VolumeSize": volume_size_gib }))
+            .unwrap_or_else(|e| panic!("StartSnapshot transport: {e}"));
+        assert_eq!(r.status, 201, "StartSnapshot: {}", r.text_excerpt());
+        let v = r.json();
+        assert_eq!(v["Status"], "pending", "StartSnapshot: {v}");
+        v["SnapshotId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("StartSnapshot without SnapshotId: {v}"))
+            .to_string()
+    }
+
+    /// EBS PutSnapshotBlock with correct `x-amz-Data-Length`, `x-amz-Checksum` (base64
+    /// SHA-256) and `x-amz-Checksum-Algorithm: SHA256`; transport errors come back as `Err`.
+    pub fn try_put_block(
+        &self,
+        snapshot_id: &str,
+        index: i64,
+        data: &[u8],
+    ) -> Result<RawResponse, reqwest::Error> {
+        let headers = vec![
+            ("x-amz-Data-Length".to_string(), data.len().to_string()),
+            ("x-amz-Checksum".to_string(), checksum_b64(data)),
+            ("x-amz-Checksum-Algorithm".to_string(), "SHA256".to_string()),
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+        ];
+        self.ebs_raw(
+            "PUT",
+            &format!("/snapshots/{snapshot_id}/blocks/{index}"),
+            &[],
+            &headers,
+            data.to_vec(),
+        )
+    }
+
+    /// PutSnapshotBlock that must answer 201 echoing the block's checksum.
+    pub fn put_block(&self, snapshot_id: &str, index: i64, data: &[u8]) {
+        let r = self
+            .try_put_block(snapshot_id, index, data)
+            .unwrap_or_else(|e| panic!("PutSnapshotBlock {snapshot_id}/{index} transport: {e}"));
+        assert_eq!(
+            r.status,
+            201,
+            "PutSnapshotBlock {snapshot_id}/{index}: {}",
+            r.text_excerpt()
+        );
+        assert_eq!(
+            r.header("x-amz-checksum"),
+            Some(checksum_b64(data).as_str()),
+            "PutSnapshotBlock {snapshot_id}/{index} echoed another checksum"
+        );
+    }
+
+    /// EBS CompleteSnapshot with `x-amz-ChangedBlocksCount` and, if given, a LINEAR
+    /// `x-amz-Checksum`; transport errors come back as `Err`.
+    pub fn try_complete_snapshot(
+        &self,
+        snapshot_id: &str,
+        changed_blocks: usize,
+        linear_checksum: Option<&str>,
+    ) -> Result<RawResponse, reqwest::Error> {
+        let mut headers = vec![(
+            "x-amz-ChangedBlocksCount".to_string(),
+            changed_blocks.to_string(),
+        )];
+        if let Some(c) = linear_checksum {
+            headers.push(("x-amz-Checksum".to_string(), c.to_string()));
+            headers.push(("x-amz-Checksum-Algorithm".to_string(), "SHA256".to_string()));
+            headers.push((
+                "x-amz-Checksum-Aggregation-Method".to_string(),
+                "LINEAR".to_string(),
+            ));
+        }
+        self.ebs_raw(
+            "POST",
+            &format!("/snapshots/completion/{snapshot_id}"),
+            &[],
+            &headers,
+            Vec::new(),
+        )
+    }
+
+    /// CompleteSnapshot that must answer 202; returns the `Status` it reports.
+    pub fn complete_snapshot(
+        &self,
+        snapshot_id: &str,
+        changed_blocks: usize,
+        linear_checksum: Option<&str>,
+    ) -> String {
+        let r = self
+            .try_complete_snapshot(snapshot_id, changed_blocks, linear_checksum)
+            .unwrap_or_else(|e| panic!("CompleteSnapshot {snapshot_id} transport: {e}"));
+        assert_eq!(
+            r.status,
+            202,
+            "CompleteSnapshot {snapshot_id}: {}",
+            r.text_excerpt()
+        );
+        r.json()["Status"]
+            .as_str()
+            .unwrap_or_else(|| panic!("CompleteSnapshot without Status: {}", r.text()))
+            .to_string()
+    }
+
+    /// Puts every block of `blocks` (index → bytes) and completes the snapshot with the
+    /// matching count and LINEAR checksum; panics unless it ends `completed`.
+    pub fn put_blocks_and_complete(
+        &self,
+        snapshot_id: &str,
+        blocks: &std::collections::BTreeMap<i64, Vec<u8>>,
+    ) {
+        for (i, data) in blocks {
+            self.put_block(snapshot_id, *i, data);
+        }
+        let sum = linear_checksum_b64(blocks.values().map(|b| b.as_slice()));
+        let status = self.complete_snapshot(snapshot_id, blocks.len(), Some(&sum));
+        assert_eq!(status, "completed", "CompleteSnapshot {snapshot_id}");
+    }
+
+    /// One page of ListSnapshotBlocks; transport errors come back as `Err`.
+    pub fn try_list_blocks_page(
+        &self,
+        snapshot_id: &str,
+        page_token: Option<&str>,
+    ) -> Result<RawResponse, reqwest::Error> {
+        let mut query = Vec::new();
+        if let Some(t) = page_token {
+            query.push(("pageToken".to_string(), t.to_string()));
+        }
+        self.ebs_raw(
+            "GET",
+            &format!("/snapshots/{snapshot_id}/blocks"),
+            &query,
+            &[],
+            Vec::new(),
+        )
+    }
+
+    /// Every `(BlockIndex, BlockToken)` ListSnapshotBlocks returns (follows NextToken);
+    /// panics unless every page answers 200.
+    pub fn list_blocks(&self, snapshot_id: &str) -> Vec<(i64, String)> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10_000 {
+            let r = self
+                .try_list_blocks_page(snapshot_id, token.as_deref())
+                .unwrap_or_else(|e| panic!("ListSnapshotBlocks {snapshot_id} transport: {e}"));
+            assert_eq!(
+                r.status,
+                200,
+                "ListSnapshotBlocks {snapshot_id}: {}",
+                r.text_excerpt()
+            );
+            let v = r.json();
+            for b in v["Blocks"].as_array().cloned().unwrap_or_default() {
+                let index = b["BlockIndex"]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("block without BlockIndex: {b}"));
+                let tok = b["BlockToken"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("block without BlockToken: {b}"))
+                    .to_string();
+                out.push((index, tok));
+            }
+            token = v["NextToken"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(String::from);
+            if token.is_none() {
+                return out;
+            }
+        }
+        panic!("ListSnapshotBlocks {snapshot_id} did not end within 10000 pages");
+    }
+
+    /// GetSnapshotBlock; transport errors come back as `Err`.
+    pub fn try_get_block(
+        &self,
+        snapshot_id: &str,
+        index: i64,
+        block_token: &str,
+    ) -> Result<RawResponse, reqwest::Error> {
+        self.ebs_raw(
+            "GET",
+            &format!("/snapshots/{snapshot_id}/blocks/{index}"),
+            &[("blockToken".to_string(), block_token.to_string())],
+            &[],
+            Vec::new(),
+        )
+    }
+
+    /// GetSnapshotBlock that must answer 200 with a checksum and data length matching the
+    /// bytes; returns the bytes.
+    pub fn get_block(&self, snapshot_id: &str, index: i64, block_token: &str) -> Vec<u8> {
+        let r = self
+            .try_get_block(snapshot_id, index, block_token)
+            .unwrap_or_else(|e| panic!("GetSnapshotBlock {snapshot_id}/{index} transport: {e}"));
+        assert_eq!(
+            r.status,
+            200,
+            "GetSnapshotBlock {snapshot_id}/{index}: {}",
+            r.text_excerpt()
+        );
+        assert_eq!(
+            r.header("x-amz-checksum"),
+            Some(checksum_b64(&r.body).as_str()),
+            "GetSnapshotBlock {snapshot_id}/{index}: x-amz-Checksum does not match the bytes"
+        );
+        assert_eq!(
+            r.header("x-amz-data-length"),
+            Some(r.body.len().to_string().as_str()),
+            "GetSnapshotBlock {snapshot_id}/{index}: x-amz-Data-Length does not match the bytes"
+        );
+        r.body
+    }
+
+    /// Every listed block of a completed snapshot, read back (index → bytes). All-zero blocks
+    /// are not listed, so they do not appear.
+    pub fn read_snapshot(&self, snapshot_id: &str) -> std::collections::BTreeMap<i64, Vec<u8>> {
+        self.list_blocks(snapshot_id)
+            .into_iter()
+            .map(|(i, tok)| (i, self.get_block(snapshot_id, i, &tok)))
+            .collect()
+    }
+
+    /// Panics unless the snapshot's listed blocks are exactly the non-zero blocks of
+    /// `expected` (index → bytes) and each reads back identical.
+    pub fn assert_snapshot_reads_back(
+        &self,
+        snapshot_id: &str,
+        expected: &std::collections::BTreeMap<i64, Vec<u8>>,
+    ) {
+        let want: Vec<i64> = expected
+            .iter()
+            .filter(|(_, d)| d.iter().any(|&b| b != 0))
+            .map(|(i, _)| *i)
+            .collect();
+        let listed = self.list_blocks(snapshot_id);
+        let got: Vec<i64> = listed.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            got, want,
+            "snapshot {snapshot_id}: listed block indexes differ from the blocks written"
+        );
+        for (i, tok) in &listed {
+            let data = self.get_block(snapshot_id, *i, tok);
+            assert!(
+                data == expected[i],
+                "snapshot {snapshot_id} block {i} reads back different bytes (sha256 {} instead of {})",
+                sha256_hex(&data),
+                sha256_hex(&expected[i])
+            );
+        }
+    }
+
+    /// The EC2 `status` of a snapshot as DescribeSnapshots Owner=self shows it, if listed.
+    pub fn snapshot_state(&self, snapshot_id: &str) -> Option<String> {
+        self.own_snapshots()
+            .into_iter()
+            .find(|s| s.id == snapshot_id)
+            .map(|s| s.state)
+    }
 }
