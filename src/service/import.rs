@@ -18,6 +18,7 @@ use crate::store::Change;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
 
@@ -403,6 +404,7 @@ impl Service {
         let (work_tx, work_rx) = mpsc::sync_channel::<(i64, Vec<u8>)>(WORKERS * 4);
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<Result<(i64, BlockHash, u64)>>();
+        let failed = AtomicBool::new(false);
         std::thread::scope(|scope| -> Result<()> {
             for _ in 0..WORKERS {
                 let done_tx = done_tx.clone();
@@ -422,8 +424,12 @@ impl Service {
                 });
             }
             drop(done_tx);
+            let failed = &failed;
             let reader = scope.spawn(move || -> Result<()> {
                 for index in 0..total_blocks {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if index % 64 == 0 && cancelled() {
                         return Err(Error::IncorrectState(
                             "The import task was cancelled".into(),
@@ -456,17 +462,20 @@ impl Service {
                         }
                     }
                     Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
                         first_error.get_or_insert(e);
                     }
                 }
             }
+            // Record what was stored even when failing: the snapshot's deletion then makes
+            // those blocks ordinary garbage instead of orphans found only at restart.
+            self.store().add_pending_blocks(snapshot_id, &batch)?;
             reader
                 .join()
                 .map_err(|_| Error::InternalError("import reader panicked".into()))??;
             if let Some(e) = first_error {
                 return Err(e);
             }
-            self.store().add_pending_blocks(snapshot_id, &batch)?;
             progress(virtual_size, virtual_size);
             Ok(())
         })?;

@@ -86,12 +86,19 @@ pub struct KilnServer {
 impl KilnServer {
     /// Starts a server on a fresh, empty data directory and reads the first account's keys.
     pub fn start() -> KilnServer {
+        KilnServer::start_with(|_| {})
+    }
+
+    /// Like [`KilnServer::start`], after `prepare` has run on the empty data directory
+    /// (for example to mount a small file system there).
+    pub fn start_with(prepare: impl FnOnce(&Path)) -> KilnServer {
         let root = tempfile::Builder::new()
             .prefix("kiln-test-")
             .tempdir()
             .expect("tempdir");
         let data_dir = root.path().join("data");
         std::fs::create_dir(&data_dir).expect("create data dir");
+        prepare(&data_dir);
         let mut server = KilnServer {
             root,
             data_dir,
