@@ -36,6 +36,10 @@ enum Command {
             default_value = "us-east-1,us-west-2,eu-west-1"
         )]
         regions: Vec<String>,
+        /// Directory that file:// imports may read from (repeatable; default: the working
+        /// directory and the temporary directory; the data directory never).
+        #[arg(long)]
+        import_root: Vec<PathBuf>,
     },
     /// Check every stored block against its hash; report damaged blocks and their snapshots.
     Scrub,
@@ -48,7 +52,7 @@ enum Command {
         #[arg(long, default_value_t = 0.05)]
         price_per_gb_month: f64,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         target: Option<UsageTarget>,
@@ -169,7 +173,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, regions } => serve(cli.data_dir, listen, regions),
+        Command::Serve {
+            listen,
+            regions,
+            import_root,
+        } => serve(cli.data_dir, listen, regions, import_root),
         Command::Account { command } => account(cli.data_dir, command),
         Command::Scrub => scrub(cli.data_dir),
         Command::Image {
@@ -187,16 +195,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(data_dir: PathBuf, listen: SocketAddr, regions: Vec<String>) -> anyhow::Result<()> {
+fn serve(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    regions: Vec<String>,
+    import_roots: Vec<PathBuf>,
+) -> anyhow::Result<()> {
     let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
     anyhow::ensure!(
         !regions.is_empty(),
         "--regions must name at least one region"
     );
-    let config = ServiceConfig {
+    let mut config = ServiceConfig {
         regions,
         ..ServiceConfig::default()
     };
+    if !import_roots.is_empty() {
+        config.import_roots = import_roots;
+    }
     let service = Service::open(&data_dir, config)
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     if let Some((account, key)) = accounts::first_start(service.store(), &data_dir)? {

@@ -69,6 +69,7 @@ pub fn inspect(path: &Path) -> Result<DiskInfo> {
     let virtual_size = info["virtual-size"]
         .as_u64()
         .ok_or_else(|| failed(path, "qemu-img reported no virtual size"))?;
+    refuse_external_files(path, &info)?;
     Ok(DiskInfo {
         format,
         virtual_size,
@@ -105,6 +106,43 @@ pub fn check(source: &Path, qemu_format: &str) -> Result<()> {
             ))
         }
     }
+}
+
+/// Refuses images that make qemu read other files: a backing file, an external data file, or
+/// VMDK extents outside the image file. Importing one would copy a host file the caller may
+/// not read (Kiln's database, another account's data) into the caller's snapshot.
+fn refuse_external_files(path: &Path, info: &serde_json::Value) -> Result<()> {
+    if let Some(backing) = info["backing-filename"].as_str() {
+        return Err(failed(
+            path,
+            &format!("images with a backing file are not accepted (backing file '{backing}')"),
+        ));
+    }
+    let data = &info["format-specific"]["data"];
+    if let Some(data_file) = data["data-file"].as_str() {
+        return Err(failed(
+            path,
+            &format!("images with an external data file are not accepted ('{data_file}')"),
+        ));
+    }
+    if info["format"].as_str() == Some("vmdk") {
+        let single_file = matches!(
+            data["create-type"].as_str(),
+            Some("monolithicSparse") | Some("streamOptimized")
+        );
+        let own_extents = data["extents"].as_array().is_some_and(|extents| {
+            extents
+                .iter()
+                .all(|e| e["filename"].as_str() == Some(&*path.to_string_lossy()))
+        });
+        if !single_file || !own_extents {
+            return Err(failed(
+                path,
+                "only single-file VMDK images (monolithicSparse, streamOptimized) are accepted",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Converts a non-raw image to a raw file at `out`, checking the whole file first.
@@ -182,6 +220,41 @@ mod tests {
         let info = inspect(&path).unwrap();
         assert_eq!(info.format, "qcow2");
         assert_eq!(info.virtual_size, 3 << 20);
+    }
+
+    #[test]
+    fn inspect_qcow2_with_backing_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.raw");
+        std::fs::write(&secret, vec![1u8; 1 << 20]).unwrap();
+        let overlay = dir.path().join("overlay.qcow2");
+        let ok = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&secret)
+            .arg(&overlay)
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let err = inspect(&overlay).unwrap_err();
+        assert!(err.to_string().contains("backing file"), "{err}");
+    }
+
+    #[test]
+    fn inspect_vmdk_descriptor_with_flat_host_extent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.raw");
+        std::fs::write(&secret, vec![1u8; 1 << 20]).unwrap();
+        let descriptor = dir.path().join("desc.vmdk");
+        std::fs::write(
+            &descriptor,
+            format!(
+                "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"{}\" 0\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        assert!(inspect(&descriptor).is_err());
     }
 
     #[test]

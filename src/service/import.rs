@@ -47,13 +47,57 @@ const BATCH: usize = 256;
 /// Hashing threads.
 const WORKERS: usize = 2;
 
-fn local_path(url: &str) -> Result<PathBuf> {
-    match url.strip_prefix("file://") {
-        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
-        _ => Err(Error::InvalidParameterValue(format!(
-            "Unsupported Url '{url}': Kiln imports from file:///absolute/path on its host"
-        ))),
+/// Where an import reads from.
+enum Source {
+    /// A file on the Kiln host.
+    File(PathBuf),
+    /// An http URL on a loopback address.
+    Http(String),
+}
+
+fn parse_source(url: &str) -> Result<Source> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.starts_with('/') {
+            return Ok(Source::File(PathBuf::from(path)));
+        }
     }
+    if url.starts_with("http://") {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Error::InvalidParameterValue(format!("Invalid Url '{url}': {e}")))?;
+        let host = parsed.host_str().unwrap_or("");
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Ok(Source::Http(url.to_string()));
+        }
+    }
+    Err(Error::InvalidParameterValue(format!(
+        "Unsupported Url '{url}': Kiln imports from file:///absolute/path on its host or from http:// on a loopback address"
+    )))
+}
+
+/// Downloads an http source into `out`.
+fn download(url: &str, out: &Path) -> Result<()> {
+    let mut response = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .and_then(|c| c.get(url).send())
+        .map_err(|e| Error::InvalidParameterValue(format!("cannot download {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(Error::InvalidParameterValue(format!(
+            "cannot download {url}: HTTP {}",
+            response.status()
+        )));
+    }
+    let mut file = std::fs::File::create(out)
+        .map_err(|e| Error::InternalError(format!("creating {}: {e}", out.display())))?;
+    response
+        .copy_to(&mut file)
+        .map_err(|e| Error::InvalidParameterValue(format!("downloading {url}: {e}")))?;
+    Ok(())
 }
 
 impl Service {
@@ -64,7 +108,7 @@ impl Service {
         kind: ImportKind,
         req: ImportRequest,
     ) -> Result<ImportTask> {
-        local_path(&req.url)?;
+        parse_source(&req.url)?;
         if let Some(f) = &req.format {
             let f = f.to_ascii_lowercase();
             if !disk::IMPORT_FORMATS.iter().any(|(ec2, _)| *ec2 == f) {
@@ -269,8 +313,48 @@ impl Service {
 
     fn run_import_inner(&self, task_id: &str) -> Result<()> {
         let task = self.task(task_id)?;
-        let source = local_path(&task.url)?;
-        let info = disk::inspect(&source)?;
+        let tmp_dir = self.data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| Error::InternalError(format!("creating {}: {e}", tmp_dir.display())))?;
+        let downloaded = tmp_dir.join(format!("{task_id}.download"));
+        let source = match parse_source(&task.url)? {
+            Source::File(path) => self.allowed_import_path(&path)?,
+            Source::Http(url) => {
+                self.update_task(task_id, |t| t.status_message = Some("downloading".into()))?;
+                download(&url, &downloaded)?;
+                downloaded.clone()
+            }
+        };
+        let result = self.import_file(&task, &source, &tmp_dir);
+        let _ = std::fs::remove_file(&downloaded);
+        result
+    }
+
+    /// The canonical path of a `file://` import if it lies under an import root and outside
+    /// the data directory (symlinks resolved first).
+    fn allowed_import_path(&self, path: &Path) -> Result<PathBuf> {
+        let real = std::fs::canonicalize(path)
+            .map_err(|e| Error::InvalidParameterValue(format!("{}: {e}", path.display())))?;
+        let data_dir =
+            std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let under_root = self
+            .config()
+            .import_roots
+            .iter()
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .any(|root| real.starts_with(root));
+        if !under_root || real.starts_with(&data_dir) {
+            return Err(Error::InvalidParameterValue(format!(
+                "{} is outside the directories this Kiln imports from (kiln serve --import-root)",
+                path.display()
+            )));
+        }
+        Ok(real)
+    }
+
+    fn import_file(&self, task: &ImportTask, source: &Path, tmp_dir: &Path) -> Result<()> {
+        let task_id = task.task_id.as_str();
+        let info = disk::inspect(source)?;
         if let Some(declared) = &task.declared_format {
             if *declared != info.format {
                 return Err(Error::InvalidParameterValue(format!(
@@ -279,23 +363,20 @@ impl Service {
                 )));
             }
         }
-        let file_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
+        let file_size = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
         self.update_task(task_id, |t| {
             t.format = Some(info.format.clone());
             t.disk_image_size = Some(file_size);
             t.status_message = Some("converting".into());
         })?;
-        let tmp_dir = self.data_dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)
-            .map_err(|e| Error::InternalError(format!("creating {}: {e}", tmp_dir.display())))?;
         let converted = tmp_dir.join(format!("{task_id}.raw"));
         let raw_path = if info.format == "raw" {
-            source.clone()
+            source.to_path_buf()
         } else {
-            disk::convert_to_raw(&source, &info.format, &converted)?;
+            disk::convert_to_raw(source, &info.format, &converted)?;
             converted.clone()
         };
-        let result = self.import_raw_for_task(&task, &raw_path, info.virtual_size);
+        let result = self.import_raw_for_task(task, &raw_path, info.virtual_size);
         let _ = std::fs::remove_file(&converted);
         result
     }
@@ -458,6 +539,8 @@ impl Service {
                         if batch.len() >= BATCH {
                             self.store().add_pending_blocks(snapshot_id, &batch)?;
                             batch.clear();
+                        }
+                        if done % 32 == 0 {
                             progress(done * BLOCK_SIZE as u64, virtual_size);
                         }
                     }

@@ -69,6 +69,17 @@ pub struct ServiceConfig {
     pub regions: Vec<String>,
     /// How long a copy stays `pending` at least (lets clients observe the transition).
     pub copy_delay_ms: i64,
+    /// Directories `file://` imports may read from (the data directory never).
+    pub import_roots: Vec<std::path::PathBuf>,
+}
+
+/// Default import roots: the server's working directory and the temporary directory.
+pub fn default_import_roots() -> Vec<std::path::PathBuf> {
+    let mut roots = vec![std::env::temp_dir()];
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots
 }
 
 impl Default for ServiceConfig {
@@ -76,6 +87,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             regions: vec!["us-east-1".into(), "us-west-2".into(), "eu-west-1".into()],
             copy_delay_ms: 1000,
+            import_roots: default_import_roots(),
         }
     }
 }
