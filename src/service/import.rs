@@ -540,7 +540,7 @@ impl Service {
                             self.store().add_pending_blocks(snapshot_id, &batch)?;
                             batch.clear();
                         }
-                        if done % 32 == 0 {
+                        if done.is_multiple_of(32) {
                             progress(done * BLOCK_SIZE as u64, virtual_size);
                         }
                     }
