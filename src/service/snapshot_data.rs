@@ -9,7 +9,7 @@ use super::{time, RequestContext, Service};
 use crate::blocks::{hash_block, zero_block_hash, BlockHash, BLOCK_SIZE};
 use crate::error::{Error, Result};
 use crate::store::{BlockRef, Change};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -190,8 +190,8 @@ fn page_start(page: &BlockPage) -> Result<(i64, i64)> {
     }
     let start = match &page.page_token {
         Some(token) => {
-            let bytes = URL_SAFE_NO_PAD
-                .decode(token)
+            let bytes = STANDARD
+                .decode(token.replace(' ', "+"))
                 .map_err(|_| validation("INVALID_PAGE_TOKEN", "The page token is not valid"))?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| validation("INVALID_PAGE_TOKEN", "The page token is not valid"))?;
@@ -211,7 +211,7 @@ fn page_start(page: &BlockPage) -> Result<(i64, i64)> {
 }
 
 fn page_token(next_index: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("blocks:{next_index}"))
+    STANDARD.encode(format!("blocks:{next_index}"))
 }
 
 impl Service {
@@ -228,7 +228,8 @@ impl Service {
         mac.update(format!("{}\n{snapshot_id}\n{index}\n{expiry_ms}", ctx.account_id()).as_bytes());
         let mut token = expiry_ms.to_be_bytes().to_vec();
         token.extend_from_slice(&mac.finalize().into_bytes());
-        Ok(URL_SAFE_NO_PAD.encode(token))
+        // Standard base64: the ebs model's BlockToken pattern is [A-Za-z0-9+/=]+.
+        Ok(STANDARD.encode(token))
     }
 
     fn check_block_token(
@@ -244,7 +245,10 @@ impl Service {
                 "The block token is not valid for this block",
             )
         };
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        // A '+' that reached us unescaped in a query string was decoded as a space.
+        let bytes = STANDARD
+            .decode(token.replace(' ', "+"))
+            .map_err(|_| invalid())?;
         if bytes.len() != 40 {
             return Err(invalid());
         }
@@ -494,6 +498,8 @@ impl Service {
                 .store()
                 .snapshot_blocks(id, start, i64::MAX)?
                 .into_iter()
+                // A zero block reads like no block: neither is listed nor counts as a change.
+                .filter(|b| &b.hash != zero_block_hash())
                 .map(|b| (b.index, b.hash))
                 .collect())
         };

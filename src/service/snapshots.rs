@@ -460,6 +460,13 @@ impl Service {
                     message: format!("Timeout {timeout} is out of range (10..4320 minutes)"),
                 });
             }
+            if req.encrypted && req.parent_snapshot_id.is_some() {
+                return Err(Error::EbsValidation {
+                    reason: "INVALID_PARAMETER_VALUE",
+                    message: "Encrypted and ParentSnapshotId cannot be given together: a child inherits its parent's encryption".into(),
+                });
+            }
+            let fingerprint = format!("{req:?}");
             if let Some(token) = &req.client_token {
                 let key = (
                     ctx.account_id().to_string(),
@@ -468,6 +475,11 @@ impl Service {
                     token.clone(),
                 );
                 if let Some(record) = state.client_tokens.get(&key) {
+                    if record.fingerprint != fingerprint {
+                        return Err(Error::EbsConflict(format!(
+                            "The client token {token} was already used with a different request"
+                        )));
+                    }
                     return Ok((Vec::new(), record.resource_id.clone()));
                 }
             }
@@ -539,7 +551,7 @@ impl Service {
                     region: ctx.region.clone(),
                     action: "StartSnapshot".into(),
                     token: token.clone(),
-                    fingerprint: String::new(),
+                    fingerprint: fingerprint.clone(),
                     resource_id: id.clone(),
                 }));
             }

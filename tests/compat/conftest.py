@@ -33,13 +33,15 @@ from compat_helpers import (
     REGIONS,
     SECONDARY,
     STARTUP_TIMEOUT_S,
-    uri_encode,
     http_send,
     sigv4_sign,
     unique,
+    uri_encode,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 # --------------------------------------------------------------------------
 # server process
 # --------------------------------------------------------------------------

@@ -50,6 +50,25 @@ def test_complete_snapshot_zero_blocks_returns_completed(ebs_a):
     assert resp["Status"] == "completed"
 
 
+def test_complete_snapshot_unknown_id_fails_with_resource_not_found(ebs_a):
+    with pytest.raises(ClientError) as e:
+        ebs_a.complete_snapshot(SnapshotId="snap-0123456789abcdef0", ChangedBlocksCount=0)
+
+    assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_complete_snapshot_of_other_account_fails_and_leaves_it_pending(
+    ebs_a, ebs_b, ec2_a
+):
+    snapshot_id = ebs_a.start_snapshot(VolumeSize=1)["SnapshotId"]
+
+    with pytest.raises(ClientError) as e:
+        ebs_b.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=0)
+
+    assert error_code(e) in {"ResourceNotFoundException", "AccessDeniedException"}
+    assert _snap(ec2_a, snapshot_id)["State"] == "pending"
+
+
 # ---------------------------------------------------------------- DescribeSnapshots
 
 
