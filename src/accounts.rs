@@ -56,7 +56,7 @@ pub fn create_account(store: &Store, new: NewAccount) -> Result<(Account, Access
         ));
     }
     let account_id = new.account_id.unwrap_or_else(random_account_id);
-    if !(account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit())) {
+    if !crate::service::ids::is_account_id(&account_id) {
         return Err(Error::InvalidParameterValue(format!(
             "account id must be 12 digits, got '{account_id}'"
         )));

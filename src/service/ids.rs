@@ -19,6 +19,11 @@ pub fn is_well_formed(id: &str, prefix: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// True if `id` is a twelve-digit account id.
+pub fn is_account_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The prefix of an id (`ami` for `ami-0123...`), if it has one.
 pub fn prefix_of(id: &str) -> Option<&str> {
     id.split_once('-').map(|(p, _)| p)

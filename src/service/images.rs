@@ -604,41 +604,7 @@ impl Service {
             }
             return Ok((found, None));
         }
-        let start = match &page.after {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let matching = state
-            .images
-            .range((start, std::ops::Bound::Unbounded))
-            .filter(|(_, image)| selected(image))
-            .map(|(id, image)| (id.clone(), image.clone()));
-        Ok(page.take(matching))
-    }
-
-    fn resolve_owners(&self, ctx: &RequestContext, owners: &[String]) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for owner in owners {
-            match owner.as_str() {
-                "self" => {
-                    out.insert(ctx.account_id().to_string());
-                }
-                o if o.len() == 12 && o.bytes().all(|b| b.is_ascii_digit()) => {
-                    out.insert(o.to_string());
-                }
-                alias if !alias.is_empty() => {
-                    // An alias with no account behind it selects nothing (but stays a constraint).
-                    out.extend(self.accounts_with_alias(alias));
-                    out.insert(format!("alias:{alias}"));
-                }
-                _ => {
-                    return Err(Error::InvalidParameterValue(
-                        "Owner must be 'self', an account id or an owner alias".into(),
-                    ))
-                }
-            }
-        }
-        Ok(out)
+        Ok(page.take_from(&state.images, |image| selected(image)))
     }
 
     fn image_filter_values(
@@ -1238,9 +1204,7 @@ pub fn protection_string(p: &DeregistrationProtection) -> String {
 
 fn check_launch_permission(p: &LaunchPermission) -> Result<()> {
     match p {
-        LaunchPermission::UserId(u)
-            if !(u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit())) =>
-        {
+        LaunchPermission::UserId(u) if !(ids::is_account_id(u)) => {
             Err(Error::InvalidAmiAttributeItemValue(format!(
                 "Invalid attribute item value \"{u}\" for userId item type."
             )))
@@ -1281,9 +1245,7 @@ fn resolve_executable_users(
             "all" => out.public = true,
             "self" => out.caller = true,
             id if id == ctx.account_id() => out.caller = true,
-            id if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) => {
-                out.accounts.push(id.to_string())
-            }
+            id if ids::is_account_id(id) => out.accounts.push(id.to_string()),
             other => {
                 return Err(Error::InvalidParameterValue(format!(
                     "Invalid ExecutableBy value '{other}': expected 'self', 'all' or an account id"

@@ -179,6 +179,36 @@ impl Service {
             .collect()
     }
 
+    /// Resolves `Owner.N` values (`self`, account ids, owner aliases) to account ids.
+    /// An alias with no account behind it selects nothing but still constrains the result.
+    pub(crate) fn resolve_owners(
+        &self,
+        ctx: &RequestContext,
+        owners: &[String],
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for owner in owners {
+            match owner.as_str() {
+                "self" => {
+                    out.insert(ctx.account_id().to_string());
+                }
+                id if ids::is_account_id(id) => {
+                    out.insert(id.to_string());
+                }
+                alias if !alias.is_empty() => {
+                    out.extend(self.accounts_with_alias(alias));
+                    out.insert(format!("alias:{alias}"));
+                }
+                _ => {
+                    return Err(Error::InvalidParameterValue(
+                        "Owner must be 'self', an account id or an owner alias".into(),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A read view of the state.
     pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, State>> {
         self.state

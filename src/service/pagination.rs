@@ -72,6 +72,26 @@ impl PageRequest {
     }
 }
 
+impl PageRequest {
+    /// Takes a page of the values of an ordered map that satisfy `selected`, resuming after
+    /// the token's key.
+    pub fn take_from<V: Clone>(
+        &self,
+        map: &std::collections::BTreeMap<String, V>,
+        selected: impl Fn(&V) -> bool,
+    ) -> (Vec<V>, Option<String>) {
+        let start = match &self.after {
+            Some(after) => std::ops::Bound::Excluded(after.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let matching = map
+            .range((start, std::ops::Bound::Unbounded))
+            .filter(|(_, v)| selected(v))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        self.take(matching)
+    }
+}
+
 /// Encodes the last key of a page as an opaque token.
 pub fn encode_token(last_key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{last_key}"))

@@ -187,7 +187,7 @@ impl Service {
         for id in &req.snapshot_ids {
             check_snapshot_id(id)?;
         }
-        let owners = self.snapshot_owners(ctx, &req.owner_ids)?;
+        let owners = self.resolve_owners(ctx, &req.owner_ids)?;
         let restorable = restorable_accounts(ctx, &req.restorable_by)?;
         ctx.finish_dry_run()?;
         let state = self.read()?;
@@ -221,40 +221,7 @@ impl Service {
             }
             return Ok((found, None));
         }
-        let start = match &page.after {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let matching = state
-            .snapshots
-            .range((start, std::ops::Bound::Unbounded))
-            .filter(|(_, s)| selected(s))
-            .map(|(id, s)| (id.clone(), s.clone()));
-        Ok(page.take(matching))
-    }
-
-    fn snapshot_owners(&self, ctx: &RequestContext, owners: &[String]) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for owner in owners {
-            match owner.as_str() {
-                "self" => {
-                    out.insert(ctx.account_id().to_string());
-                }
-                o if o.len() == 12 && o.bytes().all(|b| b.is_ascii_digit()) => {
-                    out.insert(o.to_string());
-                }
-                alias if !alias.is_empty() => {
-                    out.extend(self.accounts_with_alias(alias));
-                    out.insert(format!("alias:{alias}"));
-                }
-                _ => {
-                    return Err(Error::InvalidParameterValue(
-                        "Owner must be 'self', an account id or an owner alias".into(),
-                    ))
-                }
-            }
-        }
-        Ok(out)
+        Ok(page.take_from(&state.snapshots, |s| selected(s)))
     }
 
     fn snapshot_filter_values(
@@ -389,7 +356,7 @@ impl Service {
             let snapshot = owned_snapshot(state, ctx, snapshot_id)?;
             for p in add.iter().chain(remove.iter()) {
                 if let VolumePermission::UserId(u) = p {
-                    if !(u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit())) {
+                    if !(ids::is_account_id(u)) {
                         return Err(Error::InvalidParameterValue(format!(
                             "Invalid user id '{u}' in createVolumePermission"
                         )));
@@ -599,7 +566,7 @@ fn restorable_accounts(ctx: &RequestContext, who: &[String]) -> Result<Vec<Strin
         .map(|w| match w.as_str() {
             "self" => Ok(ctx.account_id().to_string()),
             "all" => Ok("all".to_string()),
-            id if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) => Ok(id.to_string()),
+            id if ids::is_account_id(id) => Ok(id.to_string()),
             other => Err(Error::InvalidParameterValue(format!(
                 "Invalid RestorableBy value '{other}': expected 'self', 'all' or an account id"
             ))),
