@@ -40,6 +40,9 @@ enum Command {
         /// directory and the temporary directory; the data directory never).
         #[arg(long)]
         import_root: Vec<PathBuf>,
+        /// Store new blocks zstd-compressed where that saves at least a tenth.
+        #[arg(long)]
+        compress_blocks: bool,
     },
     /// Check every stored block against its hash; report damaged blocks and their snapshots.
     Scrub,
@@ -177,7 +180,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             regions,
             import_root,
-        } => serve(cli.data_dir, listen, regions, import_root),
+            compress_blocks,
+        } => serve(cli.data_dir, listen, regions, import_root, compress_blocks),
         Command::Account { command } => account(cli.data_dir, command),
         Command::Scrub => scrub(cli.data_dir),
         Command::Image {
@@ -200,6 +204,7 @@ fn serve(
     listen: SocketAddr,
     regions: Vec<String>,
     import_roots: Vec<PathBuf>,
+    compress_blocks: bool,
 ) -> anyhow::Result<()> {
     let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
     anyhow::ensure!(
@@ -208,6 +213,7 @@ fn serve(
     );
     let mut config = ServiceConfig {
         regions,
+        compress_blocks,
         ..ServiceConfig::default()
     };
     if !import_roots.is_empty() {

@@ -2,7 +2,7 @@
 //! fan-out). A block is written to a temporary file, synced, and renamed into place, so a
 //! crash leaves either the whole block or nothing under its name.
 
-use super::{BlockBackend, BlockHash};
+use super::{BlockBackend, BlockHash, Encoding};
 use crate::error::{Error, Result};
 use std::fs;
 use std::io::Write;
@@ -16,10 +16,19 @@ pub struct LocalDir {
     counter: AtomicU64,
 }
 
-/// Path of a block's file under `root`.
+/// Path of a raw block's file under `root`.
 pub fn block_path(root: &Path, hash: &BlockHash) -> PathBuf {
     let name = hex::encode(hash);
     root.join(&name[0..2]).join(name)
+}
+
+/// Path of a block's file in an encoding: `<hex>` raw, `<hex>.zst` compressed.
+fn encoded_path(root: &Path, hash: &BlockHash, encoding: Encoding) -> PathBuf {
+    let raw = block_path(root, hash);
+    match encoding {
+        Encoding::Raw => raw,
+        Encoding::Zstd => raw.with_extension("zst"),
+    }
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -48,8 +57,14 @@ impl LocalDir {
 }
 
 impl LocalDir {
-    fn write(&self, hash: &BlockHash, data: &[u8], durable: bool) -> Result<u64> {
-        let path = block_path(&self.root, hash);
+    fn write(
+        &self,
+        hash: &BlockHash,
+        encoding: Encoding,
+        data: &[u8],
+        durable: bool,
+    ) -> Result<u64> {
+        let path = encoded_path(&self.root, hash, encoding);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -79,12 +94,12 @@ impl LocalDir {
 }
 
 impl BlockBackend for LocalDir {
-    fn put(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
-        self.write(hash, data, true)
+    fn put(&self, hash: &BlockHash, encoding: Encoding, data: &[u8]) -> Result<u64> {
+        self.write(hash, encoding, data, true)
     }
 
-    fn put_unsynced(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
-        self.write(hash, data, false)
+    fn put_unsynced(&self, hash: &BlockHash, encoding: Encoding, data: &[u8]) -> Result<u64> {
+        self.write(hash, encoding, data, false)
     }
 
     fn clean_interrupted(&self) -> Result<()> {
@@ -109,22 +124,32 @@ impl BlockBackend for LocalDir {
         Ok(())
     }
 
-    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+    fn get(&self, hash: &BlockHash) -> Result<(Encoding, Vec<u8>)> {
+        let packed = encoded_path(&self.root, hash, Encoding::Zstd);
+        if packed.exists() {
+            let bytes = fs::read(&packed).map_err(|e| io_error("reading block", &packed, e))?;
+            return Ok((Encoding::Zstd, bytes));
+        }
         let path = block_path(&self.root, hash);
-        fs::read(&path).map_err(|e| io_error("reading block", &path, e))
+        let bytes = fs::read(&path).map_err(|e| io_error("reading block", &path, e))?;
+        Ok((Encoding::Raw, bytes))
     }
 
     fn contains(&self, hash: &BlockHash) -> Result<bool> {
-        Ok(block_path(&self.root, hash).exists())
+        Ok(block_path(&self.root, hash).exists()
+            || encoded_path(&self.root, hash, Encoding::Zstd).exists())
     }
 
     fn delete(&self, hash: &BlockHash) -> Result<()> {
-        let path = block_path(&self.root, hash);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error("deleting block", &path, e)),
+        for encoding in [Encoding::Raw, Encoding::Zstd] {
+            let path = encoded_path(&self.root, hash, encoding);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("deleting block", &path, e)),
+            }
         }
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<BlockHash>> {
@@ -138,9 +163,10 @@ impl BlockBackend for LocalDir {
                 fs::read_dir(fan.path()).map_err(|e| io_error("reading", &fan.path(), e))?
             {
                 let entry = entry.map_err(|e| io_error("reading", &fan.path(), e))?;
-                let name = entry.file_name();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = name.strip_suffix(".zst").unwrap_or(&name);
                 let mut hash = [0u8; 32];
-                if hex::decode_to_slice(name.to_string_lossy().as_bytes(), &mut hash).is_ok() {
+                if hex::decode_to_slice(name.as_bytes(), &mut hash).is_ok() {
                     out.push(hash);
                 }
             }
@@ -151,8 +177,10 @@ impl BlockBackend for LocalDir {
     fn used_bytes(&self) -> Result<u64> {
         let mut total = 0;
         for hash in self.list()? {
-            let path = block_path(&self.root, &hash);
-            total += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            for encoding in [Encoding::Raw, Encoding::Zstd] {
+                let path = encoded_path(&self.root, &hash, encoding);
+                total += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
         }
         Ok(total)
     }

@@ -34,15 +34,25 @@ pub fn zero_block_hash() -> &'static BlockHash {
     ZERO.get_or_init(|| hash_block(&vec![0u8; BLOCK_SIZE]))
 }
 
+/// How a block's bytes are stored; recorded with the block (in its name, for files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The 512 KiB as they are.
+    Raw,
+    /// Compressed with zstd (only when that saves at least a tenth).
+    Zstd,
+}
+
 /// Where block bytes live. Implementations store opaque bytes under a hash; they do not
 /// verify (the [`BlockStore`] does).
 pub trait BlockBackend: Send + Sync {
-    /// Stores `data` under `hash` durably (on return it survives a crash). Returns bytes used.
-    fn put(&self, hash: &BlockHash, data: &[u8]) -> Result<u64>;
-    /// Stores `data` without making it durable yet; [`BlockBackend::sync`] does that for a
-    /// whole batch (bulk imports).
-    fn put_unsynced(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
-        self.put(hash, data)
+    /// Stores `data` (encoded as `encoding`) under `hash` durably: on return it survives a
+    /// crash. Returns bytes used.
+    fn put(&self, hash: &BlockHash, encoding: Encoding, data: &[u8]) -> Result<u64>;
+    /// Stores without making it durable yet; [`BlockBackend::sync`] does that for a whole
+    /// batch (bulk imports).
+    fn put_unsynced(&self, hash: &BlockHash, encoding: Encoding, data: &[u8]) -> Result<u64> {
+        self.put(hash, encoding, data)
     }
     /// Makes every block stored so far durable.
     fn sync(&self) -> Result<()> {
@@ -52,8 +62,8 @@ pub trait BlockBackend: Send + Sync {
     fn clean_interrupted(&self) -> Result<()> {
         Ok(())
     }
-    /// Reads the bytes stored under `hash`.
-    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
+    /// Reads the bytes stored under `hash` and how they are encoded.
+    fn get(&self, hash: &BlockHash) -> Result<(Encoding, Vec<u8>)>;
     /// True if bytes are stored under `hash`.
     fn contains(&self, hash: &BlockHash) -> Result<bool>;
     /// Removes the bytes under `hash` (no error if absent).
@@ -68,16 +78,19 @@ pub trait BlockBackend: Send + Sync {
 /// that a writer has just found or written but not yet referenced.
 pub struct BlockStore {
     backend: Box<dyn BlockBackend>,
+    /// Try zstd on every new block and keep it when it saves at least a tenth.
+    compress: bool,
     /// Writers hold it shared from "block is stored" until "block is referenced in the
     /// metadata store"; the collector holds it exclusively while it deletes.
     gc_lock: RwLock<()>,
 }
 
 impl BlockStore {
-    /// A block store over a backend.
-    pub fn new(backend: Box<dyn BlockBackend>) -> BlockStore {
+    /// A block store over a backend; `compress` stores blocks with zstd where it pays.
+    pub fn new(backend: Box<dyn BlockBackend>, compress: bool) -> BlockStore {
         BlockStore {
             backend,
+            compress,
             gc_lock: RwLock::new(()),
         }
     }
@@ -106,19 +119,38 @@ impl BlockStore {
             )));
         }
         let hash = hash_block(data);
-        if &hash == zero_block_hash() || self.backend.contains(&hash)? {
-            return Ok((hash, 0));
-        }
-        let used = self.backend.put(&hash, data)?;
+        let used = self.put_hashed(&hash, data)?;
         Ok((hash, used))
     }
 
-    /// Stores a block whose hash the caller already computed and checked.
+    /// The encoding and bytes a block is stored as.
+    fn encode<'a>(&self, data: &'a [u8]) -> (Encoding, std::borrow::Cow<'a, [u8]>) {
+        if self.compress {
+            if let Ok(packed) = zstd::bulk::compress(data, 1) {
+                if packed.len() < data.len() - data.len() / 10 {
+                    return (Encoding::Zstd, std::borrow::Cow::Owned(packed));
+                }
+            }
+        }
+        (Encoding::Raw, std::borrow::Cow::Borrowed(data))
+    }
+
+    fn decode(encoding: Encoding, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        match encoding {
+            Encoding::Raw => Ok(bytes),
+            Encoding::Zstd => zstd::bulk::decompress(&bytes, BLOCK_SIZE)
+                .map_err(|e| Error::InternalError(format!("block does not decompress: {e}"))),
+        }
+    }
+
+    /// Stores a block whose hash the caller already computed and checked; returns the bytes
+    /// newly used (0 when the block is all zeros or already stored).
     pub fn put_hashed(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
         if hash == zero_block_hash() || self.backend.contains(hash)? {
             return Ok(0);
         }
-        self.backend.put(hash, data)
+        let (encoding, bytes) = self.encode(data);
+        self.backend.put(hash, encoding, &bytes)
     }
 
     /// Like [`Self::put_hashed`] without syncing; call [`Self::sync`] before referencing.
@@ -126,7 +158,8 @@ impl BlockStore {
         if hash == zero_block_hash() || self.backend.contains(hash)? {
             return Ok(0);
         }
-        self.backend.put_unsynced(hash, data)
+        let (encoding, bytes) = self.encode(data);
+        self.backend.put_unsynced(hash, encoding, &bytes)
     }
 
     /// Makes every unsynced block durable.
@@ -144,7 +177,8 @@ impl BlockStore {
         if hash == zero_block_hash() {
             return Ok(vec![0u8; BLOCK_SIZE]);
         }
-        let data = self.backend.get(hash)?;
+        let (encoding, bytes) = self.backend.get(hash)?;
+        let data = Self::decode(encoding, bytes)?;
         if hash_block(&data) != *hash {
             return Err(Error::InternalError(format!(
                 "block {} is corrupt: its content does not match its hash",
@@ -159,7 +193,7 @@ impl BlockStore {
         if hash == zero_block_hash() {
             return Ok(true);
         }
-        match self.backend.get(hash) {
+        match self.backend.get(hash).and_then(|(e, b)| Self::decode(e, b)) {
             Ok(data) => Ok(hash_block(&data) == *hash),
             Err(_) => Ok(false),
         }
@@ -178,7 +212,33 @@ mod tests {
     fn store() -> (tempfile::TempDir, BlockStore) {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalDir::open(dir.path()).unwrap();
-        (dir, BlockStore::new(Box::new(backend)))
+        (dir, BlockStore::new(Box::new(backend), false))
+    }
+
+    fn compressing_store() -> (tempfile::TempDir, BlockStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(dir.path()).unwrap();
+        (dir, BlockStore::new(Box::new(backend), true))
+    }
+
+    #[test]
+    fn put_compressible_block_with_compression_stores_fewer_bytes_and_reads_back() {
+        let (_dir, s) = compressing_store();
+        let data: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i % 7) as u8).collect();
+        let (hash, used) = s.put(&data).unwrap();
+        assert!(used < (BLOCK_SIZE / 10) as u64, "stored {used} bytes");
+        assert_eq!(s.get(&hash).unwrap(), data);
+        assert!(s.verify(&hash).unwrap());
+    }
+
+    #[test]
+    fn put_random_block_with_compression_stays_raw() {
+        let (_dir, s) = compressing_store();
+        let mut data = vec![0u8; BLOCK_SIZE];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut data);
+        let (hash, used) = s.put(&data).unwrap();
+        assert_eq!(used, BLOCK_SIZE as u64);
+        assert_eq!(s.get(&hash).unwrap(), data);
     }
 
     #[test]

@@ -534,7 +534,10 @@ impl Service {
                     Ok((index, hash, len)) => {
                         done += 1;
                         if &hash != zero_block_hash() {
-                            batch.push((index, hash, Some(len.max(BLOCK_SIZE as u64))));
+                            // `len` is 0 when the block was already stored: its row already exists and
+                            // keeps its size; BLOCK_SIZE only covers a file left without a row.
+                            let stored = if len == 0 { BLOCK_SIZE as u64 } else { len };
+                            batch.push((index, hash, Some(stored)));
                         }
                         if batch.len() >= BATCH {
                             self.store().add_pending_blocks(snapshot_id, &batch)?;

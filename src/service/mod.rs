@@ -71,6 +71,8 @@ pub struct ServiceConfig {
     pub copy_delay_ms: i64,
     /// Directories `file://` imports may read from (the data directory never).
     pub import_roots: Vec<std::path::PathBuf>,
+    /// Store new blocks zstd-compressed where that saves at least a tenth.
+    pub compress_blocks: bool,
 }
 
 /// Default import roots: the server's working directory and the temporary directory.
@@ -88,6 +90,7 @@ impl Default for ServiceConfig {
             regions: vec!["us-east-1".into(), "us-west-2".into(), "eu-west-1".into()],
             copy_delay_ms: 1000,
             import_roots: default_import_roots(),
+            compress_blocks: false,
         }
     }
 }
@@ -120,7 +123,7 @@ impl Service {
             .into_iter()
             .filter_map(|a| a.alias.map(|alias| (a.account_id, alias)))
             .collect();
-        let blocks = BlockStore::new(Box::new(LocalDir::open(data_dir)?));
+        let blocks = BlockStore::new(Box::new(LocalDir::open(data_dir)?), config.compress_blocks);
         Ok(Service {
             store,
             blocks,

@@ -330,10 +330,11 @@ impl Service {
         // Hold the writer side of the GC lock from "bytes stored" to "reference recorded".
         let _writer = self.blocks().writer_guard()?;
         let used = self.blocks().put_hashed(&hash, data)?;
-        let stored_len = if &hash == zero_block_hash() {
-            None
-        } else {
-            Some(used.max(data.len() as u64))
+        let stored_len = match used {
+            _ if &hash == zero_block_hash() => None,
+            // Already stored: its row keeps the real size (this covers a file without a row).
+            0 => Some(data.len() as u64),
+            n => Some(n),
         };
         self.gated(|state| {
             writable_snapshot(state, ctx, snapshot_id)?;
