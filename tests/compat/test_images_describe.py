@@ -1,6 +1,5 @@
 """DescribeImages: ids, owners, executable users, filters, wildcards, pagination."""
 
-import datetime as dt
 from dataclasses import dataclass
 
 import pytest
