@@ -5,7 +5,8 @@ storage growth, measured side by side in one run.
 1. Import. A raw disk image of --size-gib GiB (default 4) is generated once: 40% random
    data, 30% zeros, 30% copies of earlier random regions (regions of 1..32 blocks of
    512 KiB; copies are aligned on 512 KiB, zeros are written, the file is not sparse).
-   For each page-cache mode (--cache cold,warm) the same file is
+   For each page-cache mode (--cache cold,warm), --rounds times (default 1; the report gives
+   the median and the range), the same file is
      - read with `cat FILE > /dev/null` (the read ceiling),
      - hashed with `sha256sum FILE`, and (reference: SHA-NI on one core) with
        `openssl dgst -sha256 FILE` when openssl is installed,
@@ -18,10 +19,10 @@ storage growth, measured side by side in one run.
    fully in the page cache (checked with fincore).
    During each import the script records the task's phases (inspect, hash+store, sync+seal),
    Kiln's CPU time per thread, its read/write bytes (/proc/PID/io), the whole machine's CPU
-   split (/proc/stat) and one `top -b -H -n1` of Kiln's threads at about half way.
+   split (/proc/stat) and a `top -b -H` frame of Kiln's threads from about 40% done.
 
 2. Incremental. On the server of the first cache mode: 1% (--change-pct) of the image's
-   blocks, at random positions, get new random content; a child snapshot of the imported
+   blocks, at random positions, get new random content; a child snapshot of the (first) imported
    one is written with the EBS direct API (StartSnapshot ParentSnapshotId, PutSnapshotBlock
    for the changed blocks only, on --upload-threads threads, CompleteSnapshot with the
    LINEAR checksum). Its time is compared with the import's time, and the extra bytes in
@@ -46,7 +47,7 @@ excluded); `kiln usage --json` is run as a cross-check. MB = 10^6 bytes.
 
 Everything runs on 127.0.0.1 with temporary directories under --workdir (default /tmp);
 every server this script starts is stopped by pid, and every file it made is removed unless
---keep. Needs: Python 3.9+, boto3, coreutils, util-linux (fincore), procps (top);
+--keep. It refuses to start without about 5 x size + 1 GiB free in --workdir. Needs: Python 3.9+, boto3, coreutils, util-linux (fincore), procps (top);
 `cryptography` makes data generation fast (falls back to random.randbytes).
 """
 

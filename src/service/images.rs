@@ -3,8 +3,8 @@
 
 use super::filters::{bool_value, tag_filter_values, Filters, RawFilter};
 use super::model::{
-    Account, BlockDeviceMapping, DeregistrationProtection, EbsBlockDevice, Image, ImageState,
-    LaunchPermission, PendingWork, Snapshot, SnapshotState,
+    Account, BlockDeviceMapping, DeregistrationProtection, Image, ImageState, LaunchPermission,
+    PendingWork, Snapshot, SnapshotState,
 };
 use super::pagination::PageRequest;
 use super::snapshots::{can_restore, copy_snapshot_record};
@@ -1271,12 +1271,4 @@ fn executable_matches(users: &Option<ExecutableUsers>, image: &Image, caller: &A
 
 fn fingerprint(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// An EBS block device with the defaults AWS fills in, for callers that build mappings.
-pub fn default_ebs(snapshot_id: &str) -> EbsBlockDevice {
-    EbsBlockDevice {
-        snapshot_id: Some(snapshot_id.to_string()),
-        ..Default::default()
-    }
 }

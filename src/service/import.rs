@@ -11,7 +11,7 @@ use super::model::{
     BlockDeviceMapping, DeregistrationProtection, EbsBlockDevice, Image, ImageState, ImportKind,
     ImportTask, Snapshot, SnapshotState,
 };
-use super::{ids, time, RequestContext, Service};
+use super::{time, RequestContext, Service};
 use crate::blocks::{disk, hash_block, zero_block_hash, BlockHash, BLOCK_SIZE};
 use crate::error::{Error, Result};
 use crate::store::Change;
@@ -671,9 +671,4 @@ fn imported_image(
         pending_work: None,
         tags,
     }
-}
-
-/// True if `id` looks like an import task id.
-pub fn is_import_task_id(id: &str) -> bool {
-    ids::is_well_formed(id, "import-snap") || ids::is_well_formed(id, "import-ami")
 }
