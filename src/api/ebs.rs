@@ -4,7 +4,7 @@
 //! and GetSnapshotBlock, as the `ebs` service model defines them.
 
 use crate::error::{Error, Result};
-use crate::service::snapshot_data::{BlockPage, PutBlock};
+use crate::service::snapshot_data::{BlockListing, BlockPage, PutBlock};
 use crate::service::snapshots::{StartSnapshotRequest, BLOCK_SIZE};
 use crate::service::{time, RequestContext, Service};
 use serde::{Deserialize, Serialize};
@@ -270,6 +270,24 @@ fn put_block(
     Ok(answer)
 }
 
+/// The answer of a block listing: its entries under `key`, plus expiry, sizes and token.
+fn listing_response<T>(
+    key: &str,
+    entries: Vec<serde_json::Value>,
+    listing: &BlockListing<T>,
+) -> EbsResponse {
+    let mut body = serde_json::json!({
+        "ExpiryTime": listing.expiry_ms as f64 / 1000.0,
+        "VolumeSize": listing.volume_size,
+        "BlockSize": BLOCK_SIZE,
+    });
+    body[key] = serde_json::Value::Array(entries);
+    if let Some(token) = &listing.next_token {
+        body["NextToken"] = serde_json::Value::String(token.clone());
+    }
+    EbsResponse::json(200, body.to_string())
+}
+
 fn list_blocks(
     service: &Service,
     ctx: &RequestContext,
@@ -282,16 +300,7 @@ fn list_blocks(
         .iter()
         .map(|b| serde_json::json!({ "BlockIndex": b.index, "BlockToken": b.token }))
         .collect();
-    let mut body = serde_json::json!({
-        "Blocks": blocks,
-        "ExpiryTime": listing.expiry_ms as f64 / 1000.0,
-        "VolumeSize": listing.volume_size,
-        "BlockSize": BLOCK_SIZE,
-    });
-    if let Some(token) = listing.next_token {
-        body["NextToken"] = serde_json::Value::String(token);
-    }
-    Ok(EbsResponse::json(200, body.to_string()))
+    Ok(listing_response("Blocks", blocks, &listing))
 }
 
 fn list_changed_blocks(
@@ -316,16 +325,7 @@ fn list_changed_blocks(
             item
         })
         .collect();
-    let mut body = serde_json::json!({
-        "ChangedBlocks": blocks,
-        "ExpiryTime": listing.expiry_ms as f64 / 1000.0,
-        "VolumeSize": listing.volume_size,
-        "BlockSize": BLOCK_SIZE,
-    });
-    if let Some(token) = listing.next_token {
-        body["NextToken"] = serde_json::Value::String(token);
-    }
-    Ok(EbsResponse::json(200, body.to_string()))
+    Ok(listing_response("ChangedBlocks", blocks, &listing))
 }
 
 fn get_block(

@@ -104,6 +104,8 @@ pub struct Service {
     import_queue: Mutex<Vec<String>>,
     /// Export tasks waiting for a worker.
     export_queue: Mutex<Vec<String>>,
+    /// Key of block tokens, loaded from the store on first use.
+    block_token_secret: std::sync::OnceLock<Vec<u8>>,
     state: RwLock<State>,
     /// Serializes writers: validation, commit and in-memory apply happen in order.
     write_gate: Mutex<()>,
@@ -130,6 +132,7 @@ impl Service {
             data_dir: data_dir.to_path_buf(),
             import_queue: Mutex::new(Vec::new()),
             export_queue: Mutex::new(Vec::new()),
+            block_token_secret: std::sync::OnceLock::new(),
             state: RwLock::new(State::from_loaded(loaded)),
             write_gate: Mutex::new(()),
             aliases,

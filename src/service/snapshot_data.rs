@@ -215,6 +215,28 @@ fn page_token(next_index: i64) -> String {
 }
 
 impl Service {
+    /// The MAC of a block token: it binds the caller's account, the snapshot, the block index
+    /// and the expiry. The key is read from the store once per process.
+    fn token_mac(
+        &self,
+        ctx: &RequestContext,
+        snapshot_id: &str,
+        index: i64,
+        expiry_ms: i64,
+    ) -> Result<Hmac<Sha256>> {
+        let secret = match self.block_token_secret.get() {
+            Some(secret) => secret,
+            None => {
+                let loaded = self.store().secret("block-token")?;
+                self.block_token_secret.get_or_init(|| loaded)
+            }
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+            .map_err(|_| Error::InternalError("block token key".into()))?;
+        mac.update(format!("{}\n{snapshot_id}\n{index}\n{expiry_ms}", ctx.account_id()).as_bytes());
+        Ok(mac)
+    }
+
     fn block_token(
         &self,
         ctx: &RequestContext,
@@ -222,10 +244,7 @@ impl Service {
         index: i64,
         expiry_ms: i64,
     ) -> Result<String> {
-        let secret = self.store().secret("block-token")?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&secret)
-            .map_err(|_| Error::InternalError("block token key".into()))?;
-        mac.update(format!("{}\n{snapshot_id}\n{index}\n{expiry_ms}", ctx.account_id()).as_bytes());
+        let mac = self.token_mac(ctx, snapshot_id, index, expiry_ms)?;
         let mut token = expiry_ms.to_be_bytes().to_vec();
         token.extend_from_slice(&mac.finalize().into_bytes());
         // Standard base64: the ebs model's BlockToken pattern is [A-Za-z0-9+/=]+.
@@ -255,11 +274,9 @@ impl Service {
         let mut expiry = [0u8; 8];
         expiry.copy_from_slice(&bytes[..8]);
         let expiry_ms = i64::from_be_bytes(expiry);
-        let secret = self.store().secret("block-token")?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&secret)
-            .map_err(|_| Error::InternalError("block token key".into()))?;
-        mac.update(format!("{}\n{snapshot_id}\n{index}\n{expiry_ms}", ctx.account_id()).as_bytes());
-        mac.verify_slice(&bytes[8..]).map_err(|_| invalid())?;
+        self.token_mac(ctx, snapshot_id, index, expiry_ms)?
+            .verify_slice(&bytes[8..])
+            .map_err(|_| invalid())?;
         if expiry_ms < time::now_ms() {
             return Err(validation(
                 "INVALID_BLOCK_TOKEN",
