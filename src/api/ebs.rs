@@ -183,12 +183,11 @@ fn start_snapshot(service: &Service, ctx: &RequestContext, body: &[u8]) -> Resul
         block_size: BLOCK_SIZE,
         tags: snapshot
             .tags
-            .get(ctx.account_id())
-            .into_iter()
-            .flatten()
+            .of(ctx.account_id())
+            .iter()
             .map(|(k, v)| TagJson {
-                key: k.clone(),
-                value: v.clone(),
+                key: k.to_string(),
+                value: v.to_string(),
             })
             .collect(),
         parent_snapshot_id: snapshot.parent_snapshot_id.clone(),

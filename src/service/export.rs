@@ -90,7 +90,7 @@ impl Service {
                 region: ctx.region.clone(),
                 owner_id: ctx.account_id().to_string(),
                 image_id: req.image_id.clone(),
-                snapshot_id: root,
+                snapshot_id: root.to_string(),
                 format: format.clone(),
                 description: req.description.clone(),
                 bucket: req.bucket.clone(),

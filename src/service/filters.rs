@@ -4,6 +4,7 @@
 //! characters) and `?` (one character). Each describe action declares which filter names it
 //! knows; `tag:<key>` is accepted wherever tags are.
 
+use super::model::AccountTags;
 use crate::error::{Error, Result};
 use wildmatch::WildMatch;
 
@@ -83,18 +84,13 @@ impl Filters {
 }
 
 /// Values for the tag filters (`tag:<key>`, `tag-key`, `tag-value`) from a tag map.
-pub fn tag_filter_values(
-    filter: &Filter,
-    tags: Option<&std::collections::BTreeMap<String, String>>,
-) -> Option<Vec<String>> {
-    let empty = std::collections::BTreeMap::new();
-    let tags = tags.unwrap_or(&empty);
+pub fn tag_filter_values(filter: &Filter, tags: AccountTags<'_>) -> Option<Vec<String>> {
     if let Some(key) = filter.tag_key() {
-        return Some(tags.get(key).cloned().into_iter().collect());
+        return Some(tags.get(key).map(str::to_string).into_iter().collect());
     }
     match filter.name.as_str() {
-        "tag-key" => Some(tags.keys().cloned().collect()),
-        "tag-value" => Some(tags.values().cloned().collect()),
+        "tag-key" => Some(tags.iter().map(|(k, _)| k.to_string()).collect()),
+        "tag-value" => Some(tags.iter().map(|(_, v)| v.to_string()).collect()),
         _ => None,
     }
 }

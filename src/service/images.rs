@@ -3,8 +3,8 @@
 
 use super::filters::{bool_value, tag_filter_values, Filters, RawFilter};
 use super::model::{
-    Account, BlockDeviceMapping, DeregistrationProtection, Image, ImageState, LaunchPermission,
-    PendingWork, Snapshot, SnapshotState,
+    Account, BlockDeviceMapping, DeregistrationProtection, Image, ImageDetails, ImageState,
+    LaunchPermission, PendingWork, Snapshot, SnapshotState,
 };
 use super::pagination::PageRequest;
 use super::snapshots::{can_restore, copy_snapshot_record};
@@ -13,6 +13,7 @@ use super::tags::{tags_for_new_resource, TagSpecification};
 use super::{ids, time, RequestContext, Service};
 use crate::error::{Error, Result};
 use crate::store::{Change, ClientTokenRecord};
+use compact_str::CompactString;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -229,6 +230,7 @@ fn shared_explicitly(image: &Image, account: &Account) -> bool {
 
 fn is_deprecated(image: &Image, now_ms: i64) -> bool {
     image
+        .details()
         .deprecation_time
         .as_deref()
         .and_then(|t| time::parse_ms(t).ok())
@@ -291,9 +293,9 @@ fn check_description(description: &Option<String>) -> Result<()> {
     }
 }
 
-fn check_one_of(param: &str, value: &Option<String>, allowed: &[&str]) -> Result<()> {
+fn check_one_of(param: &str, value: Option<&str>, allowed: &[&str]) -> Result<()> {
     match value {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(Error::InvalidParameterValue(format!(
+        Some(v) if !allowed.contains(&v) => Err(Error::InvalidParameterValue(format!(
             "Value ({v}) for parameter {param} is invalid. Expected one of: {}",
             allowed.join(", ")
         ))),
@@ -303,14 +305,14 @@ fn check_one_of(param: &str, value: &Option<String>, allowed: &[&str]) -> Result
 
 fn check_unique_name(state: &State, ctx: &RequestContext, name: &str) -> Result<()> {
     let key = (
-        ctx.region.clone(),
-        ctx.account_id().to_string(),
-        name.to_string(),
+        CompactString::from(ctx.region.as_str()),
+        CompactString::from(ctx.account_id()),
+        CompactString::from(name),
     );
     match state.image_names.get(&key) {
         Some(existing) => Err(Error::InvalidAmiNameDuplicate(
             name.to_string(),
-            existing.clone(),
+            existing.to_string(),
         )),
         None => Ok(()),
     }
@@ -343,7 +345,7 @@ fn resolve_mapping(
         return Ok(out);
     };
     let mut ebs = ebs.clone();
-    check_one_of("VolumeType", &ebs.volume_type, VOLUME_TYPES)?;
+    check_one_of("VolumeType", ebs.volume_type.as_deref(), VOLUME_TYPES)?;
     let volume_type = ebs.volume_type.clone().unwrap_or_else(|| "gp2".into());
     match (volume_type.as_str(), ebs.iops) {
         ("io1" | "io2", None) => {
@@ -452,16 +454,16 @@ impl Service {
             let name = req.name.clone().ok_or_else(|| Error::MissingParameter("Name".into()))?;
             check_name(&name)?;
             check_description(&req.description)?;
-            check_one_of("Architecture", &req.architecture, ARCHITECTURES)?;
+            check_one_of("Architecture", req.architecture.as_deref(), ARCHITECTURES)?;
             check_one_of(
                 "VirtualizationType",
-                &req.virtualization_type,
+                req.virtualization_type.as_deref(),
                 &["hvm", "paravirtual"],
             )?;
-            check_one_of("BootMode", &req.boot_mode, BOOT_MODES)?;
-            check_one_of("TpmSupport", &req.tpm_support, &["v2.0"])?;
-            check_one_of("ImdsSupport", &req.imds_support, &["v2.0"])?;
-            check_one_of("SriovNetSupport", &req.sriov_net_support, &["simple"])?;
+            check_one_of("BootMode", req.boot_mode.as_deref(), BOOT_MODES)?;
+            check_one_of("TpmSupport", req.tpm_support.as_deref(), &["v2.0"])?;
+            check_one_of("ImdsSupport", req.imds_support.as_deref(), &["v2.0"])?;
+            check_one_of("SriovNetSupport", req.sriov_net_support.as_deref(), &["simple"])?;
             check_kernel_or_ramdisk("KernelId", &req.kernel_id, "aki")?;
             check_kernel_or_ramdisk("RamdiskId", &req.ramdisk_id, "ari")?;
             if req.tpm_support.is_some() && req.boot_mode.as_deref() != Some("uefi") {
@@ -506,41 +508,38 @@ impl Service {
             ctx.finish_dry_run()?;
             let image_id = issuer.issue("ami")?;
             let image = Image {
-                image_id: image_id.clone(),
-                region: ctx.region.clone(),
-                owner_id: ctx.account_id().to_string(),
-                image_location: format!("{}/{}", ctx.account_id(), name),
-                name,
-                description: req.description.clone(),
+                image_id: image_id.as_str().into(),
+                region: ctx.region.as_str().into(),
+                owner_id: ctx.account_id().into(),
+                name: name.into(),
+                description: req.description.as_deref().map(Into::into),
                 // AWS's documented default for EBS-backed images.
-                architecture: req.architecture.clone().unwrap_or_else(|| "i386".into()),
+                architecture: req.architecture.clone().unwrap_or_else(|| "i386".into()).into(),
                 image_type: "machine".into(),
                 virtualization_type: req
                     .virtualization_type
                     .clone()
-                    .unwrap_or_else(|| "paravirtual".into()),
-                root_device_name,
+                    .unwrap_or_else(|| "paravirtual".into()).into(),
+                root_device_name: root_device_name.into(),
                 root_device_type: "ebs".into(),
                 block_device_mappings: mappings,
-                kernel_id: req.kernel_id.clone(),
-                ramdisk_id: req.ramdisk_id.clone(),
-                boot_mode: req.boot_mode.clone(),
+                boot_mode: req.boot_mode.as_deref().map(Into::into),
                 ena_support: req.ena_support,
-                sriov_net_support: req.sriov_net_support.clone(),
-                tpm_support: req.tpm_support.clone(),
-                imds_support: req.imds_support.clone(),
-                uefi_data: req.uefi_data.clone(),
-                creation_date: time::now_string(),
+                imds_support: req.imds_support.as_deref().map(Into::into),
+                creation_date: time::now_string().into(),
                 state: ImageState::Available,
-                state_reason: None,
-                deprecation_time: None,
-                deregistration_protection: DeregistrationProtection::Disabled,
-                last_launched_time: None,
                 launch_permissions: Vec::new(),
-                source_image_id: None,
-                source_image_region: None,
                 pending_work: None,
                 tags,
+                details: ImageDetails {
+                    kernel_id: req.kernel_id.as_deref().map(Into::into),
+                    ramdisk_id: req.ramdisk_id.as_deref().map(Into::into),
+                    sriov_net_support: req.sriov_net_support.as_deref().map(Into::into),
+                    tpm_support: req.tpm_support.as_deref().map(Into::into),
+                    uefi_data: req.uefi_data.as_deref().map(Into::into),
+                    ..ImageDetails::default()
+                }
+                .boxed(),
             };
             Ok((vec![Change::PutImage(image)], image_id))
         })
@@ -571,7 +570,7 @@ impl Service {
         let selected = |image: &Image| -> bool {
             image.region == ctx.region
                 && can_launch(image, &ctx.account)
-                && (owners.is_empty() || owners.contains(&image.owner_id))
+                && (owners.is_empty() || owners.contains(image.owner_id.as_str()))
                 && executable_matches(&executable, image, &ctx.account)
                 && (req.include_deprecated
                     || explicit
@@ -613,7 +612,7 @@ impl Service {
         f: &super::filters::Filter,
         ctx: &RequestContext,
     ) -> Vec<String> {
-        if let Some(values) = tag_filter_values(f, image.tags.get(ctx.account_id())) {
+        if let Some(values) = tag_filter_values(f, image.tags.of(ctx.account_id())) {
             return values;
         }
         let ebs = || {
@@ -622,65 +621,75 @@ impl Service {
                 .iter()
                 .filter_map(|m| m.ebs.as_ref())
         };
-        let opt = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
+        let opt = |v: &Option<CompactString>| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match f.name.as_str() {
-            "architecture" => vec![image.architecture.clone()],
+            "architecture" => vec![image.architecture.to_string()],
             "block-device-mapping.delete-on-termination" => ebs()
                 .filter_map(|e| e.delete_on_termination.map(bool_value))
                 .collect(),
             "block-device-mapping.device-name" => image
                 .block_device_mappings
                 .iter()
-                .map(|m| m.device_name.clone())
+                .map(|m| m.device_name.to_string())
                 .collect(),
-            "block-device-mapping.snapshot-id" => {
-                ebs().filter_map(|e| e.snapshot_id.clone()).collect()
-            }
+            "block-device-mapping.snapshot-id" => ebs()
+                .filter_map(|e| e.snapshot_id.as_deref().map(str::to_string))
+                .collect(),
             "block-device-mapping.volume-size" => ebs()
                 .filter_map(|e| e.volume_size.map(|s| s.to_string()))
                 .collect(),
-            "block-device-mapping.volume-type" => {
-                ebs().filter_map(|e| e.volume_type.clone()).collect()
-            }
+            "block-device-mapping.volume-type" => ebs()
+                .filter_map(|e| e.volume_type.as_deref().map(str::to_string))
+                .collect(),
             "block-device-mapping.encrypted" => {
                 ebs().filter_map(|e| e.encrypted.map(bool_value)).collect()
             }
             "boot-mode" => opt(&image.boot_mode),
-            "creation-date" => vec![image.creation_date.clone()],
-            "deprecation-time" => opt(&image.deprecation_time),
+            "creation-date" => vec![image.creation_date.to_string()],
+            "deprecation-time" => opt(&image.details().deprecation_time),
             "description" => opt(&image.description),
             "ena-support" => vec![bool_value(image.ena_support.unwrap_or(false))],
             "free-tier-eligible" => vec![bool_value(false)],
             "hypervisor" => vec!["xen".into()],
             "image-allowed" => vec![bool_value(true)],
-            "image-id" => vec![image.image_id.clone()],
-            "image-type" => vec![image.image_type.clone()],
+            "image-id" => vec![image.image_id.to_string()],
+            "image-type" => vec![image.image_type.to_string()],
             "imds-support" => opt(&image.imds_support),
             "is-public" => vec![bool_value(image.is_public())],
-            "kernel-id" => opt(&image.kernel_id),
-            "manifest-location" => vec![image.image_location.clone()],
-            "name" => vec![image.name.clone()],
+            "kernel-id" => opt(&image.details().kernel_id),
+            "manifest-location" => vec![image.image_location()],
+            "name" => vec![image.name.to_string()],
             "owner-alias" => self
                 .owner_alias(&image.owner_id)
                 .map(|a| vec![a.to_string()])
                 .unwrap_or_default(),
-            "owner-id" => vec![image.owner_id.clone()],
+            "owner-id" => vec![image.owner_id.to_string()],
             "platform" => Vec::new(),
             "platform-details" => vec!["Linux/UNIX".into()],
             "product-code" | "product-code.type" => Vec::new(),
-            "ramdisk-id" => opt(&image.ramdisk_id),
-            "root-device-name" => vec![image.root_device_name.clone()],
-            "root-device-type" => vec![image.root_device_type.clone()],
-            "source-image-id" => opt(&image.source_image_id),
-            "source-image-region" => opt(&image.source_image_region),
+            "ramdisk-id" => opt(&image.details().ramdisk_id),
+            "root-device-name" => vec![image.root_device_name.to_string()],
+            "root-device-type" => vec![image.root_device_type.to_string()],
+            "source-image-id" => opt(&image.details().source_image_id),
+            "source-image-region" => opt(&image.details().source_image_region),
             "source-instance-id" => Vec::new(),
-            "sriov-net-support" => opt(&image.sriov_net_support),
+            "sriov-net-support" => opt(&image.details().sriov_net_support),
             "state" => vec![image.state.as_str().to_string()],
-            "state-reason-code" => image.state_reason.iter().map(|r| r.0.clone()).collect(),
-            "state-reason-message" => image.state_reason.iter().map(|r| r.1.clone()).collect(),
-            "tpm-support" => opt(&image.tpm_support),
+            "state-reason-code" => image
+                .details()
+                .state_reason
+                .iter()
+                .map(|r| r.0.to_string())
+                .collect(),
+            "state-reason-message" => image
+                .details()
+                .state_reason
+                .iter()
+                .map(|r| r.1.to_string())
+                .collect(),
+            "tpm-support" => opt(&image.details().tpm_support),
             "usage-operation" => vec!["RunInstances".into()],
-            "virtualization-type" => vec![image.virtualization_type.clone()],
+            "virtualization-type" => vec![image.virtualization_type.to_string()],
             _ => Vec::new(),
         }
     }
@@ -696,7 +705,7 @@ impl Service {
         self.write(|state, _| {
             let image = owned_image(state, ctx, image_id)?;
             let now = time::now_ms();
-            let protected = match &image.deregistration_protection {
+            let protected = match &image.details().deregistration_protection {
                 DeregistrationProtection::Disabled => false,
                 DeregistrationProtection::Enabled
                 | DeregistrationProtection::EnabledWithCooldown => true,
@@ -777,7 +786,7 @@ impl Service {
             check_image_id(&req.source_image_id)?;
             let source = state
                 .images
-                .get(&req.source_image_id)
+                .get(req.source_image_id.as_str())
                 .filter(|i| i.region == req.source_region && can_launch(i, &ctx.account))
                 .ok_or_else(|| Error::InvalidAmiIdNotFound(req.source_image_id.clone()))?;
             if source.state != ImageState::Available {
@@ -790,10 +799,11 @@ impl Service {
             let mut image_tags = tags_for_new_resource(ctx, &req.tag_specifications, "image", &["image", "snapshot"])?;
             let snapshot_tags = tags_for_new_resource(ctx, &req.tag_specifications, "snapshot", &["image", "snapshot"])?;
             if req.copy_image_tags {
-                if let Some(own) = source.tags.get(ctx.account_id()) {
-                    let mine = image_tags.entry(ctx.account_id().to_string()).or_default();
-                    for (k, v) in own {
-                        mine.entry(k.clone()).or_insert_with(|| v.clone());
+                // Tags given in TagSpecifications win over the copied ones.
+                let me = ctx.account_id();
+                for (k, v) in source.tags.of(me).iter() {
+                    if image_tags.of(me).get(k).is_none() {
+                        image_tags.set(me, k, v);
                     }
                 }
             }
@@ -828,30 +838,35 @@ impl Service {
                             from: source_snapshot.snapshot_id.clone(),
                             to: copy_id.clone(),
                         });
-                        ebs.snapshot_id = Some(copy_id);
+                        ebs.snapshot_id = Some(copy_id.into());
                     }
                 }
                 mappings.push(mapping);
             }
             let image = Image {
-                image_id: image_id.clone(),
-                region: ctx.region.clone(),
-                owner_id: ctx.account_id().to_string(),
-                image_location: format!("{}/{}", ctx.account_id(), req.name),
-                name: req.name.clone(),
-                description: req.description.clone().or_else(|| source.description.clone()),
+                image_id: image_id.as_str().into(),
+                region: ctx.region.as_str().into(),
+                owner_id: ctx.account_id().into(),
+                name: req.name.as_str().into(),
+                description: req.description.clone().or_else(|| source.description.as_deref().map(str::to_string)).map(Into::into),
                 block_device_mappings: mappings,
-                creation_date: time::now_string(),
+                creation_date: time::now_string().into(),
                 state: ImageState::Pending,
-                state_reason: None,
-                deprecation_time: None,
-                deregistration_protection: DeregistrationProtection::Disabled,
-                last_launched_time: None,
                 launch_permissions: Vec::new(),
-                source_image_id: Some(source.image_id.clone()),
-                source_image_region: Some(source.region.clone()),
                 pending_work: Some(PendingWork::Copy),
                 tags: image_tags,
+                // A copy keeps the source's attributes, not its state, history or protection.
+                details: ImageDetails {
+                    kernel_id: source.details().kernel_id.clone(),
+                    ramdisk_id: source.details().ramdisk_id.clone(),
+                    sriov_net_support: source.details().sriov_net_support.clone(),
+                    tpm_support: source.details().tpm_support.clone(),
+                    uefi_data: source.details().uefi_data.clone(),
+                    source_image_id: Some(source.image_id.clone()),
+                    source_image_region: Some(source.region.clone()),
+                    ..ImageDetails::default()
+                }
+                .boxed(),
                 ..(**source).clone()
             };
             changes.push(Change::PutImage(image));
@@ -925,9 +940,9 @@ impl Service {
         let state = self.read()?;
         let image = owned_image(&state, ctx, image_id)?;
         let answer = match attribute {
-            "description" => ImageAttribute::Description(image.description.clone()),
-            "kernel" => ImageAttribute::Kernel(image.kernel_id.clone()),
-            "ramdisk" => ImageAttribute::Ramdisk(image.ramdisk_id.clone()),
+            "description" => ImageAttribute::Description(image.description.clone().map(|s| s.to_string())),
+            "kernel" => ImageAttribute::Kernel(image.details().kernel_id.clone().map(|s| s.to_string())),
+            "ramdisk" => ImageAttribute::Ramdisk(image.details().ramdisk_id.clone().map(|s| s.to_string())),
             "launchPermission" => ImageAttribute::LaunchPermission(image.launch_permissions.clone()),
             "productCodes" => ImageAttribute::ProductCodes,
             "blockDeviceMapping" => {
@@ -935,14 +950,14 @@ impl Service {
                     "The blockDeviceMapping attribute is deprecated; use DescribeImages to get the block device mappings of an AMI".into(),
                 ))
             }
-            "sriovNetSupport" => ImageAttribute::SriovNetSupport(image.sriov_net_support.clone()),
-            "bootMode" => ImageAttribute::BootMode(image.boot_mode.clone()),
-            "tpmSupport" => ImageAttribute::TpmSupport(image.tpm_support.clone()),
-            "uefiData" => ImageAttribute::UefiData(image.uefi_data.clone()),
-            "lastLaunchedTime" => ImageAttribute::LastLaunchedTime(image.last_launched_time.clone()),
-            "imdsSupport" => ImageAttribute::ImdsSupport(image.imds_support.clone()),
+            "sriovNetSupport" => ImageAttribute::SriovNetSupport(image.details().sriov_net_support.clone().map(|s| s.to_string())),
+            "bootMode" => ImageAttribute::BootMode(image.boot_mode.clone().map(|s| s.to_string())),
+            "tpmSupport" => ImageAttribute::TpmSupport(image.details().tpm_support.clone().map(|s| s.to_string())),
+            "uefiData" => ImageAttribute::UefiData(image.details().uefi_data.clone().map(|s| s.to_string())),
+            "lastLaunchedTime" => ImageAttribute::LastLaunchedTime(image.details().last_launched_time.clone().map(|s| s.to_string())),
+            "imdsSupport" => ImageAttribute::ImdsSupport(image.imds_support.clone().map(|s| s.to_string())),
             "deregistrationProtection" => ImageAttribute::DeregistrationProtection(
-                protection_string(&image.deregistration_protection),
+                protection_string(&image.details().deregistration_protection),
             ),
             other => {
                 return Err(Error::InvalidParameterValue(format!(
@@ -967,7 +982,7 @@ impl Service {
             match change {
                 ImageAttributeChange::Description(d) => {
                     check_description(&Some(d.clone()))?;
-                    updated.description = Some(d);
+                    updated.description = Some(d.into());
                 }
                 ImageAttributeChange::ImdsSupport(v) => {
                     if v != "v2.0" {
@@ -975,7 +990,7 @@ impl Service {
                             "Value ({v}) for parameter ImdsSupport is invalid. The only valid value is v2.0, and it cannot be removed once set"
                         )));
                     }
-                    updated.imds_support = Some(v);
+                    updated.imds_support = Some(v.into());
                 }
                 ImageAttributeChange::ProductCodes => {
                     return Err(Error::InvalidParameterValue(
@@ -1063,7 +1078,7 @@ impl Service {
             )));
         }
         self.update_owned_image(ctx, image_id, |image| {
-            image.deprecation_time = Some(time::format_ms(rounded));
+            image.details_mut().deprecation_time = Some(time::format_ms(rounded).into());
             Ok(())
         })
     }
@@ -1071,7 +1086,7 @@ impl Service {
     /// DisableImageDeprecation: cancels the scheduled deprecation.
     pub fn disable_image_deprecation(&self, ctx: &RequestContext, image_id: &str) -> Result<()> {
         self.update_owned_image(ctx, image_id, |image| {
-            image.deprecation_time = None;
+            image.details_mut().deprecation_time = None;
             Ok(())
         })
     }
@@ -1113,7 +1128,7 @@ impl Service {
         with_cooldown: bool,
     ) -> Result<String> {
         self.update_owned_image(ctx, image_id, |image| {
-            image.deregistration_protection = if with_cooldown {
+            image.details_mut().deregistration_protection = if with_cooldown {
                 DeregistrationProtection::EnabledWithCooldown
             } else {
                 DeregistrationProtection::Enabled
@@ -1136,16 +1151,17 @@ impl Service {
     ) -> Result<String> {
         let mut answer = String::new();
         self.update_owned_image(ctx, image_id, |image| {
-            image.deregistration_protection = match image.deregistration_protection {
-                DeregistrationProtection::EnabledWithCooldown => {
-                    DeregistrationProtection::DisabledUntil(time::format_ms(
-                        time::now_ms() + 24 * 3600 * 1000,
-                    ))
-                }
-                ref other @ DeregistrationProtection::DisabledUntil(_) => other.clone(),
-                _ => DeregistrationProtection::Disabled,
-            };
-            answer = protection_string(&image.deregistration_protection);
+            image.details_mut().deregistration_protection =
+                match image.details().deregistration_protection {
+                    DeregistrationProtection::EnabledWithCooldown => {
+                        DeregistrationProtection::DisabledUntil(time::format_ms(
+                            time::now_ms() + 24 * 3600 * 1000,
+                        ))
+                    }
+                    ref other @ DeregistrationProtection::DisabledUntil(_) => other.clone(),
+                    _ => DeregistrationProtection::Disabled,
+                };
+            answer = protection_string(&image.details().deregistration_protection);
             Ok(())
         })?;
         Ok(answer)

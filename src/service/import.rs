@@ -8,14 +8,13 @@
 //! blocks become garbage) and registers nothing.
 
 use super::model::{
-    BlockDeviceMapping, DeregistrationProtection, EbsBlockDevice, Image, ImageState, ImportKind,
-    ImportTask, Snapshot, SnapshotState,
+    BlockDeviceMapping, EbsBlockDevice, Image, ImageState, ImportKind, ImportTask, Snapshot,
+    SnapshotState, Tags,
 };
 use super::{time, RequestContext, Service};
 use crate::blocks::{disk, hash_block, zero_block_hash, BlockHash, BLOCK_SIZE};
 use crate::error::{Error, Result};
 use crate::store::Change;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -435,10 +434,7 @@ impl Service {
             done.completion_time = Some(time::now_string());
             done.importing = false;
             if task.kind == ImportKind::Snapshot && !task.tags.is_empty() {
-                done.tags.insert(
-                    ctx.account_id().to_string(),
-                    task.tags.iter().cloned().collect(),
-                );
+                done.tags = task_tags(&ctx, task);
             }
             let mut finished = current.clone();
             finished.status = "completed".into();
@@ -605,10 +601,18 @@ fn new_import_snapshot(
         parent_snapshot_id: None,
         copy_source: None,
         create_volume_permissions: Vec::new(),
-        tags: BTreeMap::new(),
+        tags: Tags::default(),
         expires_at_ms: None,
         importing: true,
     }
+}
+
+/// The task's tags, as the caller's tags on what the task creates.
+fn task_tags(ctx: &RequestContext, task: &ImportTask) -> Tags {
+    Tags::from_pairs(
+        ctx.account_id(),
+        task.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 fn imported_image(
@@ -618,22 +622,19 @@ fn imported_image(
     snapshot_id: &str,
     volume_size: i64,
 ) -> Image {
-    let mut tags = BTreeMap::new();
-    if !task.tags.is_empty() {
-        tags.insert(
-            ctx.account_id().to_string(),
-            task.tags.iter().cloned().collect(),
-        );
-    }
+    let tags = task_tags(ctx, task);
     Image {
-        image_id: image_id.to_string(),
-        region: ctx.region.clone(),
-        owner_id: ctx.account_id().to_string(),
+        image_id: image_id.into(),
+        region: ctx.region.as_str().into(),
+        owner_id: ctx.account_id().into(),
         // Imported images are named after their task, as on AWS.
-        name: task.task_id.clone(),
-        description: task.description.clone(),
-        image_location: format!("{}/{}", ctx.account_id(), task.task_id),
-        architecture: task.architecture.clone().unwrap_or_else(|| "x86_64".into()),
+        name: task.task_id.as_str().into(),
+        description: task.description.as_deref().map(Into::into),
+        architecture: task
+            .architecture
+            .clone()
+            .unwrap_or_else(|| "x86_64".into())
+            .into(),
         image_type: "machine".into(),
         virtualization_type: "hvm".into(),
         root_device_name: "/dev/sda1".into(),
@@ -642,7 +643,7 @@ fn imported_image(
             device_name: "/dev/sda1".into(),
             virtual_name: None,
             ebs: Some(EbsBlockDevice {
-                snapshot_id: Some(snapshot_id.to_string()),
+                snapshot_id: Some(snapshot_id.into()),
                 volume_size: Some(volume_size),
                 volume_type: Some("gp2".into()),
                 delete_on_termination: Some(true),
@@ -651,24 +652,14 @@ fn imported_image(
             }),
             no_device: false,
         }],
-        kernel_id: None,
-        ramdisk_id: None,
-        boot_mode: task.boot_mode.clone(),
+        boot_mode: task.boot_mode.as_deref().map(Into::into),
         ena_support: Some(true),
-        sriov_net_support: None,
-        tpm_support: None,
         imds_support: None,
-        uefi_data: None,
-        creation_date: time::now_string(),
+        creation_date: time::now_string().into(),
         state: ImageState::Available,
-        state_reason: None,
-        deprecation_time: None,
-        deregistration_protection: DeregistrationProtection::Disabled,
-        last_launched_time: None,
         launch_permissions: Vec::new(),
-        source_image_id: None,
-        source_image_region: None,
         pending_work: None,
         tags,
+        details: None,
     }
 }

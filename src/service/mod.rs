@@ -119,12 +119,12 @@ impl Service {
     pub fn open(data_dir: &Path, config: ServiceConfig) -> Result<Service> {
         let store = Store::open(data_dir)?;
         Service::ensure_builtin_owner(&store)?;
-        let loaded = store.load_all()?;
         let aliases = store
             .list_accounts()?
             .into_iter()
             .filter_map(|a| a.alias.map(|alias| (a.account_id, alias)))
             .collect();
+        let state = State::load(&store)?;
         let blocks = BlockStore::new(Box::new(LocalDir::open(data_dir)?), config.compress_blocks);
         Ok(Service {
             store,
@@ -133,7 +133,7 @@ impl Service {
             import_queue: Mutex::new(Vec::new()),
             export_queue: Mutex::new(Vec::new()),
             block_token_secret: std::sync::OnceLock::new(),
-            state: RwLock::new(State::from_loaded(loaded)),
+            state: RwLock::new(state),
             write_gate: Mutex::new(()),
             aliases,
             config,

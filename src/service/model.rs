@@ -3,14 +3,166 @@
 //! These are plain data. They are stored as JSON documents in the metadata store and held in
 //! memory by [`crate::service::state::State`]; the service layer is the only code that changes them.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Tags on one resource, per account: account id → (key → value).
+/// Tags on one resource as stored: account id → (key → value).
 ///
 /// Tags are private to the account that set them, as on AWS: tags that another account
-/// puts on a shared image are visible only to that account.
+/// puts on a shared image are visible only to that account. This is the on-disk JSON shape;
+/// in memory the same tags are held as [`Tags`].
 pub type TagsByAccount = BTreeMap<String, BTreeMap<String, String>>;
+
+/// One tag of one account on one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    /// The account that set it (only that account sees it).
+    pub account_id: CompactString,
+    /// Tag key.
+    pub key: CompactString,
+    /// Tag value.
+    pub value: CompactString,
+}
+
+/// Tags on one resource, for every account, in memory.
+///
+/// A flat vector sorted by (account, key) rather than nested maps: a resource has a handful
+/// of tags, and 100,000 images must fit in little memory. Serialized as [`TagsByAccount`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "TagsByAccount", into = "TagsByAccount")]
+pub struct Tags(Vec<Tag>);
+
+/// The tags one account has on one resource, sorted by key.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountTags<'a>(&'a [Tag]);
+
+impl<'a> AccountTags<'a> {
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.0
+            .binary_search_by(|t| t.key.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].value.as_str())
+    }
+
+    /// (key, value) pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0.iter().map(|t| (t.key.as_str(), t.value.as_str()))
+    }
+
+    /// Number of tags.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the account has no tag here.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Tags {
+    /// Tags set by one account from (key, value) pairs (later pairs win).
+    pub fn from_pairs<'p>(
+        account_id: &str,
+        pairs: impl IntoIterator<Item = (&'p str, &'p str)>,
+    ) -> Tags {
+        let mut tags = Tags::default();
+        for (k, v) in pairs {
+            tags.set(account_id, k, v);
+        }
+        tags
+    }
+
+    /// The tags `account_id` has set.
+    pub fn of(&self, account_id: &str) -> AccountTags<'_> {
+        let start = self
+            .0
+            .partition_point(|t| t.account_id.as_str() < account_id);
+        let end = start
+            + self.0[start..]
+                .iter()
+                .take_while(|t| t.account_id == account_id)
+                .count();
+        AccountTags(&self.0[start..end])
+    }
+
+    fn position(&self, account_id: &str, key: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|t| (t.account_id.as_str(), t.key.as_str()).cmp(&(account_id, key)))
+    }
+
+    /// Sets (adds or overwrites) one tag of `account_id`.
+    pub fn set(&mut self, account_id: &str, key: &str, value: &str) {
+        match self.position(account_id, key) {
+            Ok(i) => self.0[i].value = value.into(),
+            Err(i) => {
+                self.0.insert(
+                    i,
+                    Tag {
+                        account_id: account_id.into(),
+                        key: key.into(),
+                        value: value.into(),
+                    },
+                );
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Removes one tag of `account_id`; with `only_if_value`, only when it has that value.
+    pub fn remove(&mut self, account_id: &str, key: &str, only_if_value: Option<&str>) {
+        if let Ok(i) = self.position(account_id, key) {
+            if only_if_value.is_none_or(|v| self.0[i].value == v) {
+                self.0.remove(i);
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Removes every tag of `account_id`.
+    pub fn clear(&mut self, account_id: &str) {
+        self.0.retain(|t| t.account_id != account_id);
+        self.0.shrink_to_fit();
+    }
+
+    /// True when no account has a tag here.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<TagsByAccount> for Tags {
+    fn from(stored: TagsByAccount) -> Tags {
+        // BTreeMap iteration is already in (account, key) order.
+        let tags: Vec<Tag> = stored
+            .into_iter()
+            .flat_map(|(account_id, pairs)| {
+                pairs.into_iter().map(move |(key, value)| Tag {
+                    account_id: account_id.as_str().into(),
+                    key: key.into(),
+                    value: value.into(),
+                })
+            })
+            .collect();
+        let mut tags = tags;
+        tags.shrink_to_fit();
+        Tags(tags)
+    }
+}
+
+impl From<Tags> for TagsByAccount {
+    fn from(tags: Tags) -> TagsByAccount {
+        let mut out = TagsByAccount::new();
+        for t in tags.0 {
+            out.entry(t.account_id.into())
+                .or_default()
+                .insert(t.key.into(), t.value.into());
+        }
+        out
+    }
+}
 
 /// An account known to Kiln.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,11 +216,11 @@ pub enum VolumePermission {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct EbsBlockDevice {
     /// Snapshot the volume is created from.
-    pub snapshot_id: Option<String>,
+    pub snapshot_id: Option<CompactString>,
     /// Size in GiB.
     pub volume_size: Option<i64>,
     /// gp2, gp3, io1, io2, st1, sc1, standard.
-    pub volume_type: Option<String>,
+    pub volume_type: Option<CompactString>,
     /// Provisioned IOPS.
     pub iops: Option<i64>,
     /// Throughput in MiB/s (gp3).
@@ -78,16 +230,16 @@ pub struct EbsBlockDevice {
     /// Whether the volume is encrypted.
     pub encrypted: Option<bool>,
     /// KMS key recorded for encrypted volumes.
-    pub kms_key_id: Option<String>,
+    pub kms_key_id: Option<CompactString>,
 }
 
 /// One block device mapping of an image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct BlockDeviceMapping {
     /// `/dev/xvda`, `/dev/sdb`, ...
-    pub device_name: String,
+    pub device_name: CompactString,
     /// `ephemeralN` for instance-store volumes.
-    pub virtual_name: Option<String>,
+    pub virtual_name: Option<CompactString>,
     /// An EBS volume.
     pub ebs: Option<EbsBlockDevice>,
     /// Suppresses a device of the image (`NoDevice=""`).
@@ -144,70 +296,249 @@ pub enum PendingWork {
 /// An Amazon Machine Image record. Immutable after registration except for the attributes
 /// AWS allows to change (description, launch permissions, deprecation, state, protection,
 /// tags, imdsSupport).
+///
+/// Held in memory for every image, so it is kept small: strings of up to 24 bytes are
+/// inline, and the attributes most images never have live in [`ImageDetails`], allocated
+/// only when one is set. It is stored as an [`ImageDoc`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(from = "ImageDoc", into = "ImageDoc")]
 pub struct Image {
     /// `ami-` + 17 hex digits.
-    pub image_id: String,
+    pub image_id: CompactString,
     /// Region the image lives in.
-    pub region: String,
+    pub region: CompactString,
     /// Owning account id.
-    pub owner_id: String,
+    pub owner_id: CompactString,
     /// Name, unique per account and region.
-    pub name: String,
+    pub name: CompactString,
     /// Free-form description.
-    pub description: Option<String>,
-    /// `owner_id/name`, as AWS reports for EBS-backed images.
-    pub image_location: String,
+    pub description: Option<CompactString>,
     /// i386, x86_64, arm64.
-    pub architecture: String,
+    pub architecture: CompactString,
     /// machine, kernel, ramdisk.
-    pub image_type: String,
+    pub image_type: CompactString,
     /// hvm or paravirtual.
-    pub virtualization_type: String,
+    pub virtualization_type: CompactString,
     /// Device name of the root volume.
-    pub root_device_name: String,
+    pub root_device_name: CompactString,
     /// ebs or instance-store.
-    pub root_device_type: String,
+    pub root_device_type: CompactString,
     /// The block device mappings as registered.
     pub block_device_mappings: Vec<BlockDeviceMapping>,
-    /// Kernel image for paravirtual images.
-    pub kernel_id: Option<String>,
-    /// Ramdisk image for paravirtual images.
-    pub ramdisk_id: Option<String>,
     /// legacy-bios, uefi, uefi-preferred.
-    pub boot_mode: Option<String>,
+    pub boot_mode: Option<CompactString>,
     /// Whether ENA is enabled.
     pub ena_support: Option<bool>,
-    /// `simple` when SR-IOV is enabled.
-    pub sriov_net_support: Option<String>,
-    /// `v2.0` when NitroTPM is enabled.
-    pub tpm_support: Option<String>,
     /// `v2.0` when IMDSv2 is required for instances of this image.
-    pub imds_support: Option<String>,
-    /// UEFI variable store, opaque.
-    pub uefi_data: Option<String>,
+    pub imds_support: Option<CompactString>,
     /// Creation time, RFC 3339 with milliseconds.
-    pub creation_date: String,
+    pub creation_date: CompactString,
     /// Current state.
     pub state: ImageState,
-    /// Why the image is in its state (failures).
-    pub state_reason: Option<(String, String)>,
-    /// When the image becomes deprecated (RFC 3339), if scheduled.
-    pub deprecation_time: Option<String>,
-    /// Deregistration protection.
-    pub deregistration_protection: DeregistrationProtection,
-    /// Last time an instance was launched from this image.
-    pub last_launched_time: Option<String>,
     /// Who may launch it besides the owner.
     pub launch_permissions: Vec<LaunchPermission>,
-    /// Source image of a copy.
-    pub source_image_id: Option<String>,
-    /// Region of the source image of a copy.
-    pub source_image_region: Option<String>,
     /// Background work still to do before the image is available.
     pub pending_work: Option<PendingWork>,
     /// Tags, per account.
-    pub tags: TagsByAccount,
+    pub tags: Tags,
+    /// The rarely set attributes; `None` when all are unset (read them with
+    /// [`Image::details`], which never fails).
+    pub details: Option<Box<ImageDetails>>,
+}
+
+/// Attributes of an image that most images never have.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageDetails {
+    /// Kernel image for paravirtual images.
+    pub kernel_id: Option<CompactString>,
+    /// Ramdisk image for paravirtual images.
+    pub ramdisk_id: Option<CompactString>,
+    /// `simple` when SR-IOV is enabled.
+    pub sriov_net_support: Option<CompactString>,
+    /// `v2.0` when NitroTPM is enabled.
+    pub tpm_support: Option<CompactString>,
+    /// UEFI variable store, opaque.
+    pub uefi_data: Option<CompactString>,
+    /// Why the image is in its state (failures): (code, message).
+    pub state_reason: Option<(CompactString, CompactString)>,
+    /// When the image becomes deprecated (RFC 3339), if scheduled.
+    pub deprecation_time: Option<CompactString>,
+    /// Deregistration protection.
+    pub deregistration_protection: DeregistrationProtection,
+    /// Last time an instance was launched from this image.
+    pub last_launched_time: Option<CompactString>,
+    /// Source image of a copy.
+    pub source_image_id: Option<CompactString>,
+    /// Region of the source image of a copy.
+    pub source_image_region: Option<CompactString>,
+}
+
+impl ImageDetails {
+    /// The details as an image holds them: `None` when all are unset.
+    pub fn boxed(self) -> Option<Box<ImageDetails>> {
+        (self != NO_DETAILS).then(|| Box::new(self))
+    }
+}
+
+/// Details of an image that has none set.
+const NO_DETAILS: ImageDetails = ImageDetails {
+    kernel_id: None,
+    ramdisk_id: None,
+    sriov_net_support: None,
+    tpm_support: None,
+    uefi_data: None,
+    state_reason: None,
+    deprecation_time: None,
+    deregistration_protection: DeregistrationProtection::Disabled,
+    last_launched_time: None,
+    source_image_id: None,
+    source_image_region: None,
+};
+
+impl Image {
+    /// The rarely set attributes (all unset for most images).
+    pub fn details(&self) -> &ImageDetails {
+        self.details.as_deref().unwrap_or(&NO_DETAILS)
+    }
+
+    /// The rarely set attributes, to change them.
+    pub fn details_mut(&mut self) -> &mut ImageDetails {
+        self.details.get_or_insert_with(Default::default)
+    }
+
+    /// Replaces the rarely set attributes, allocating only if one is set.
+    pub fn set_details(&mut self, details: ImageDetails) {
+        self.details = details.boxed();
+    }
+
+    /// `owner_id/name`, as AWS reports for EBS-backed images.
+    pub fn image_location(&self) -> String {
+        format!("{}/{}", self.owner_id, self.name)
+    }
+}
+
+/// An image as stored in the metadata store (one JSON document): every attribute flat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ImageDoc {
+    image_id: CompactString,
+    region: CompactString,
+    owner_id: CompactString,
+    name: CompactString,
+    description: Option<CompactString>,
+    // Written for readers of the store; derived from owner and name when read.
+    #[serde(skip_deserializing)]
+    image_location: String,
+    architecture: CompactString,
+    image_type: CompactString,
+    virtualization_type: CompactString,
+    root_device_name: CompactString,
+    root_device_type: CompactString,
+    block_device_mappings: Vec<BlockDeviceMapping>,
+    kernel_id: Option<CompactString>,
+    ramdisk_id: Option<CompactString>,
+    boot_mode: Option<CompactString>,
+    ena_support: Option<bool>,
+    sriov_net_support: Option<CompactString>,
+    tpm_support: Option<CompactString>,
+    imds_support: Option<CompactString>,
+    uefi_data: Option<CompactString>,
+    creation_date: CompactString,
+    state: ImageState,
+    state_reason: Option<(CompactString, CompactString)>,
+    deprecation_time: Option<CompactString>,
+    deregistration_protection: DeregistrationProtection,
+    last_launched_time: Option<CompactString>,
+    launch_permissions: Vec<LaunchPermission>,
+    source_image_id: Option<CompactString>,
+    source_image_region: Option<CompactString>,
+    pending_work: Option<PendingWork>,
+    tags: Tags,
+}
+
+impl From<ImageDoc> for Image {
+    fn from(d: ImageDoc) -> Image {
+        let mut block_device_mappings = d.block_device_mappings;
+        let mut launch_permissions = d.launch_permissions;
+        // Deserialized vectors keep spare capacity; 100,000 images make it count.
+        block_device_mappings.shrink_to_fit();
+        launch_permissions.shrink_to_fit();
+        let mut image = Image {
+            image_id: d.image_id,
+            region: d.region,
+            owner_id: d.owner_id,
+            name: d.name,
+            description: d.description,
+            architecture: d.architecture,
+            image_type: d.image_type,
+            virtualization_type: d.virtualization_type,
+            root_device_name: d.root_device_name,
+            root_device_type: d.root_device_type,
+            block_device_mappings,
+            boot_mode: d.boot_mode,
+            ena_support: d.ena_support,
+            imds_support: d.imds_support,
+            creation_date: d.creation_date,
+            state: d.state,
+            launch_permissions,
+            pending_work: d.pending_work,
+            tags: d.tags,
+            details: None,
+        };
+        image.set_details(ImageDetails {
+            kernel_id: d.kernel_id,
+            ramdisk_id: d.ramdisk_id,
+            sriov_net_support: d.sriov_net_support,
+            tpm_support: d.tpm_support,
+            uefi_data: d.uefi_data,
+            state_reason: d.state_reason,
+            deprecation_time: d.deprecation_time,
+            deregistration_protection: d.deregistration_protection,
+            last_launched_time: d.last_launched_time,
+            source_image_id: d.source_image_id,
+            source_image_region: d.source_image_region,
+        });
+        image
+    }
+}
+
+impl From<Image> for ImageDoc {
+    fn from(i: Image) -> ImageDoc {
+        let image_location = i.image_location();
+        let x = i.details.map(|b| *b).unwrap_or_default();
+        ImageDoc {
+            image_id: i.image_id,
+            region: i.region,
+            owner_id: i.owner_id,
+            name: i.name,
+            description: i.description,
+            image_location,
+            architecture: i.architecture,
+            image_type: i.image_type,
+            virtualization_type: i.virtualization_type,
+            root_device_name: i.root_device_name,
+            root_device_type: i.root_device_type,
+            block_device_mappings: i.block_device_mappings,
+            kernel_id: x.kernel_id,
+            ramdisk_id: x.ramdisk_id,
+            boot_mode: i.boot_mode,
+            ena_support: i.ena_support,
+            sriov_net_support: x.sriov_net_support,
+            tpm_support: x.tpm_support,
+            imds_support: i.imds_support,
+            uefi_data: x.uefi_data,
+            creation_date: i.creation_date,
+            state: i.state,
+            state_reason: x.state_reason,
+            deprecation_time: x.deprecation_time,
+            deregistration_protection: x.deregistration_protection,
+            last_launched_time: x.last_launched_time,
+            launch_permissions: i.launch_permissions,
+            source_image_id: x.source_image_id,
+            source_image_region: x.source_image_region,
+            pending_work: i.pending_work,
+            tags: i.tags,
+        }
+    }
 }
 
 impl Image {
@@ -284,7 +615,7 @@ pub struct Snapshot {
     /// Who may create volumes from it besides the owner.
     pub create_volume_permissions: Vec<VolumePermission>,
     /// Tags, per account.
-    pub tags: TagsByAccount,
+    pub tags: Tags,
     /// A pending EBS direct snapshot goes to `error` at this time (unix ms).
     #[serde(default)]
     pub expires_at_ms: Option<i64>,

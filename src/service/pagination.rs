@@ -75,19 +75,19 @@ impl PageRequest {
 impl PageRequest {
     /// Takes a page of the values of an ordered map that satisfy `selected`, resuming after
     /// the token's key.
-    pub fn take_from<V: Clone>(
+    pub fn take_from<K: Ord + std::borrow::Borrow<str>, V: Clone>(
         &self,
-        map: &std::collections::BTreeMap<String, V>,
+        map: &std::collections::BTreeMap<K, V>,
         selected: impl Fn(&V) -> bool,
     ) -> (Vec<V>, Option<String>) {
         let start = match &self.after {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
+            Some(after) => std::ops::Bound::Excluded(after.as_str()),
             None => std::ops::Bound::Unbounded,
         };
         let matching = map
-            .range((start, std::ops::Bound::Unbounded))
+            .range::<str, _>((start, std::ops::Bound::Unbounded))
             .filter(|(_, v)| selected(v))
-            .map(|(k, v)| (k.clone(), v.clone()));
+            .map(|(k, v)| (k.borrow().to_string(), v.clone()));
         self.take(matching)
     }
 }

@@ -2,7 +2,7 @@
 //! StartSnapshot / CompleteSnapshot pair that creates them.
 
 use super::filters::{bool_value, tag_filter_values, Filters, RawFilter};
-use super::model::{Snapshot, SnapshotState, TagsByAccount, VolumePermission};
+use super::model::{Snapshot, SnapshotState, Tags, VolumePermission};
 use super::pagination::PageRequest;
 use super::tags::{tags_for_new_resource, TagSpecification};
 use super::{ids, time, RequestContext, Service};
@@ -139,7 +139,7 @@ pub fn copy_snapshot_record(
     description: String,
     encrypt: bool,
     kms_key_id: Option<String>,
-    tags: TagsByAccount,
+    tags: Tags,
 ) -> Snapshot {
     let encrypted = source.encrypted || encrypt;
     Snapshot {
@@ -230,7 +230,7 @@ impl Service {
         f: &super::filters::Filter,
         ctx: &RequestContext,
     ) -> Vec<String> {
-        if let Some(values) = tag_filter_values(f, s.tags.get(ctx.account_id())) {
+        if let Some(values) = tag_filter_values(f, s.tags.of(ctx.account_id())) {
             return values;
         }
         match f.name.as_str() {
@@ -273,7 +273,7 @@ impl Service {
         &self,
         ctx: &RequestContext,
         req: CopySnapshotRequest,
-    ) -> Result<(String, TagsByAccount)> {
+    ) -> Result<(String, Tags)> {
         self.write(|state, issuer| {
             if !self.serves_region(&req.source_region) {
                 return Err(Error::InvalidParameterValue(format!(
@@ -486,10 +486,10 @@ impl Service {
             }
             let id = issuer.issue("snap")?;
             let now = time::now_ms();
-            let mut tags = TagsByAccount::new();
-            if !tag_map.is_empty() {
-                tags.insert(ctx.account_id().to_string(), tag_map);
-            }
+            let tags = Tags::from_pairs(
+                ctx.account_id(),
+                tag_map.iter().map(|(k, v): (&String, &String)| (k.as_str(), v.as_str())),
+            );
             let snapshot = Snapshot {
                 snapshot_id: id.clone(),
                 region: ctx.region.clone(),

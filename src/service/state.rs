@@ -4,7 +4,8 @@
 //! the same [`Change`]s that were just committed to the store.
 
 use super::model::{ExportTask, Image, ImportTask, Snapshot};
-use crate::store::{Change, ClientTokenRecord, Snapshotted};
+use crate::store::{Change, ClientTokenRecord, LoadedRecord, Store};
+use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -15,13 +16,13 @@ pub type TokenKey = (String, String, String, String);
 #[derive(Default)]
 pub struct State {
     /// Images by id (ordered: pagination walks this order).
-    pub images: BTreeMap<String, Arc<Image>>,
+    pub images: BTreeMap<CompactString, Arc<Image>>,
     /// Snapshots by id (ordered).
     pub snapshots: BTreeMap<String, Arc<Snapshot>>,
     /// (region, owner, name) → image id: names are unique per account and region.
-    pub image_names: HashMap<(String, String, String), String>,
+    pub image_names: HashMap<(CompactString, CompactString, CompactString), CompactString>,
     /// snapshot id → ids of images whose block device mappings use it.
-    pub snapshot_users: HashMap<String, BTreeSet<String>>,
+    pub snapshot_users: HashMap<String, BTreeSet<CompactString>>,
     /// Idempotency records.
     pub client_tokens: HashMap<TokenKey, ClientTokenRecord>,
     /// (account, region) pairs with image block public access on.
@@ -33,15 +34,13 @@ pub struct State {
 }
 
 impl State {
-    /// Builds the state from what the store loaded.
-    pub fn from_loaded(loaded: Snapshotted) -> State {
+    /// Builds the state from everything in the store.
+    pub fn load(store: &Store) -> crate::error::Result<State> {
         let mut state = State::default();
-        for snapshot in loaded.snapshots {
-            state.apply(&Change::PutSnapshot(snapshot));
-        }
-        for image in loaded.images {
-            state.apply(&Change::PutImage(image));
-        }
+        let loaded = store.load_all(|record| match record {
+            LoadedRecord::Snapshot(snapshot) => state.put_snapshot(snapshot),
+            LoadedRecord::Image(image) => state.put_image(image),
+        })?;
         for token in loaded.client_tokens {
             state.apply(&Change::PutClientToken(token));
         }
@@ -54,7 +53,7 @@ impl State {
         for (account_id, region) in loaded.block_public_access {
             state.block_public_access.insert((account_id, region));
         }
-        state
+        Ok(state)
     }
 
     /// True if a live resource has this id.
@@ -70,30 +69,9 @@ impl State {
             | Change::SealSnapshotBlocks { .. }
             | Change::CopySnapshotBlocks { .. }
             | Change::DropPendingBlocks(_) => {}
-            Change::PutImage(image) => {
-                self.remove_image(&image.image_id);
-                self.image_names.insert(
-                    (
-                        image.region.clone(),
-                        image.owner_id.clone(),
-                        image.name.clone(),
-                    ),
-                    image.image_id.clone(),
-                );
-                for snap in image.snapshot_ids() {
-                    self.snapshot_users
-                        .entry(snap.to_string())
-                        .or_default()
-                        .insert(image.image_id.clone());
-                }
-                self.images
-                    .insert(image.image_id.clone(), Arc::new(image.clone()));
-            }
+            Change::PutImage(image) => self.put_image(image.clone()),
             Change::DeleteImage(id) => self.remove_image(id),
-            Change::PutSnapshot(snapshot) => {
-                self.snapshots
-                    .insert(snapshot.snapshot_id.clone(), Arc::new(snapshot.clone()));
-            }
+            Change::PutSnapshot(snapshot) => self.put_snapshot(snapshot.clone()),
             Change::DeleteSnapshot(id) => {
                 self.snapshots.remove(id);
             }
@@ -129,12 +107,40 @@ impl State {
         }
     }
 
+    fn put_snapshot(&mut self, mut snapshot: Snapshot) {
+        snapshot.create_volume_permissions.shrink_to_fit();
+        self.snapshots
+            .insert(snapshot.snapshot_id.clone(), Arc::new(snapshot));
+    }
+
+    fn put_image(&mut self, mut image: Image) {
+        // Deserialized vectors keep spare capacity; 100,000 images make it count.
+        image.block_device_mappings.shrink_to_fit();
+        image.launch_permissions.shrink_to_fit();
+        self.remove_image(&image.image_id);
+        self.image_names.insert(
+            (
+                image.region.clone(),
+                image.owner_id.clone(),
+                image.name.clone(),
+            ),
+            image.image_id.clone(),
+        );
+        for snap in image.snapshot_ids() {
+            self.snapshot_users
+                .entry(snap.to_string())
+                .or_default()
+                .insert(image.image_id.clone());
+        }
+        self.images.insert(image.image_id.clone(), Arc::new(image));
+    }
+
     fn remove_image(&mut self, id: &str) {
         let Some(old) = self.images.remove(id) else {
             return;
         };
         let name_key = (old.region.clone(), old.owner_id.clone(), old.name.clone());
-        if self.image_names.get(&name_key).map(String::as_str) == Some(id) {
+        if self.image_names.get(&name_key).map(CompactString::as_str) == Some(id) {
             self.image_names.remove(&name_key);
         }
         for snap in old.snapshot_ids() {
@@ -151,7 +157,7 @@ impl State {
     pub fn images_using_snapshot(&self, snapshot_id: &str) -> Vec<String> {
         self.snapshot_users
             .get(snapshot_id)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|id| id.to_string()).collect())
             .unwrap_or_default()
     }
 }

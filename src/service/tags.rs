@@ -1,10 +1,10 @@
 //! Tags: CreateTags, DeleteTags, DescribeTags and TagSpecifications at creation.
 //!
-//! Tags belong to the account that set them (see [`super::model::TagsByAccount`]).
+//! Tags belong to the account that set them (see [`super::model::Tags`]).
 
 use super::filters::{Filters, RawFilter};
 use super::images::visible_image;
-use super::model::TagsByAccount;
+use super::model::Tags;
 use super::pagination::PageRequest;
 use super::snapshots::visible_snapshot;
 use super::state::State;
@@ -81,7 +81,7 @@ pub fn tags_for_new_resource(
     specs: &[TagSpecification],
     resource_type: &str,
     allowed: &[&str],
-) -> Result<TagsByAccount> {
+) -> Result<Tags> {
     let mut mine = BTreeMap::new();
     for spec in specs {
         if !allowed.contains(&spec.resource_type.as_str()) {
@@ -102,11 +102,11 @@ pub fn tags_for_new_resource(
     if mine.len() > MAX_TAGS_PER_RESOURCE {
         return Err(Error::TagLimitExceeded(MAX_TAGS_PER_RESOURCE));
     }
-    let mut out = TagsByAccount::new();
-    if !mine.is_empty() {
-        out.insert(ctx.account_id().to_string(), mine);
-    }
-    Ok(out)
+    Ok(Tags::from_pairs(
+        ctx.account_id(),
+        mine.iter()
+            .map(|(k, v): (&String, &String)| (k.as_str(), v.as_str())),
+    ))
 }
 
 /// A taggable resource the caller can see, by id.
@@ -128,7 +128,7 @@ fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggab
 }
 
 impl Taggable {
-    fn tags_mut(&mut self) -> &mut TagsByAccount {
+    fn tags_mut(&mut self) -> &mut Tags {
         match self {
             Taggable::Image(i) => &mut i.tags,
             Taggable::Snapshot(s) => &mut s.tags,
@@ -164,14 +164,11 @@ impl Service {
             let mut changes = Vec::new();
             for id in resources {
                 let mut resource = find_taggable(state, ctx, id)?;
-                let mine = resource
-                    .tags_mut()
-                    .entry(ctx.account_id().to_string())
-                    .or_default();
+                let all = resource.tags_mut();
                 for (k, v) in tags {
-                    mine.insert(k.clone(), v.clone());
+                    all.set(ctx.account_id(), k, v);
                 }
-                if mine.len() > MAX_TAGS_PER_RESOURCE {
+                if all.of(ctx.account_id()).len() > MAX_TAGS_PER_RESOURCE {
                     return Err(Error::TagLimitExceeded(MAX_TAGS_PER_RESOURCE));
                 }
                 changes.push(resource.into_change());
@@ -203,24 +200,12 @@ impl Service {
             let mut changes = Vec::new();
             for id in resources {
                 let mut resource = find_taggable(state, ctx, id)?;
-                let account = ctx.account_id().to_string();
                 let all = resource.tags_mut();
-                if let Some(mine) = all.get_mut(&account) {
-                    if tags.is_empty() {
-                        mine.clear();
-                    }
-                    for t in tags {
-                        let matches = match &t.value {
-                            Some(v) => mine.get(&t.key) == Some(v),
-                            None => true,
-                        };
-                        if matches {
-                            mine.remove(&t.key);
-                        }
-                    }
-                    if mine.is_empty() {
-                        all.remove(&account);
-                    }
+                if tags.is_empty() {
+                    all.clear(ctx.account_id());
+                }
+                for t in tags {
+                    all.remove(ctx.account_id(), &t.key, t.value.as_deref());
                 }
                 changes.push(resource.into_change());
             }
@@ -246,25 +231,21 @@ impl Service {
             .images
             .values()
             .filter(|i| i.region == ctx.region && super::images::can_launch(i, &ctx.account))
-            .filter_map(|i| i.tags.get(me).map(|t| (i.image_id.as_str(), "image", t)));
+            .map(|i| (i.image_id.as_str(), "image", i.tags.of(me)));
         let snapshots = state
             .snapshots
             .values()
             .filter(|s| s.region == ctx.region && super::snapshots::can_restore(s, me))
-            .filter_map(|s| {
-                s.tags
-                    .get(me)
-                    .map(|t| (s.snapshot_id.as_str(), "snapshot", t))
-            });
+            .map(|s| (s.snapshot_id.as_str(), "snapshot", s.tags.of(me)));
         // Rows are keyed "resource-id key" so pages follow a stable order.
         let mut rows: Vec<(String, TagDescription)> = Vec::new();
         for (resource_id, resource_type, tags) in images.chain(snapshots) {
-            for (key, value) in tags {
+            for (key, value) in tags.iter() {
                 let row = TagDescription {
                     resource_id: resource_id.to_string(),
                     resource_type,
-                    key: key.clone(),
-                    value: value.clone(),
+                    key: key.to_string(),
+                    value: value.to_string(),
                 };
                 let keep = filters.matches(|f| match f.name.as_str() {
                     "key" => vec![row.key.clone()],
@@ -272,7 +253,7 @@ impl Service {
                     "resource-id" => vec![row.resource_id.clone()],
                     "resource-type" => vec![row.resource_type.to_string()],
                     name => match name.strip_prefix("tag:") {
-                        Some(k) => tags.get(k).cloned().into_iter().collect(),
+                        Some(k) => tags.get(k).map(str::to_string).into_iter().collect(),
                         None => Vec::new(),
                     },
                 });

@@ -87,13 +87,18 @@ pub struct ClientTokenRecord {
     pub resource_id: String,
 }
 
-/// Everything loaded at start-up.
+/// An image or snapshot record read at start-up.
+#[derive(Debug)]
+pub enum LoadedRecord {
+    /// An image.
+    Image(Image),
+    /// A snapshot.
+    Snapshot(Snapshot),
+}
+
+/// Everything loaded at start-up besides images and snapshots (see [`Store::load_all`]).
 #[derive(Debug, Default)]
 pub struct Snapshotted {
-    /// All images.
-    pub images: Vec<Image>,
-    /// All snapshots.
-    pub snapshots: Vec<Snapshot>,
     /// All client tokens.
     pub client_tokens: Vec<ClientTokenRecord>,
     /// (account, region) pairs with image block public access on.
@@ -154,18 +159,22 @@ impl Store {
     }
 
     /// Loads every image, snapshot, token and setting (start-up).
-    pub fn load_all(&self) -> Result<Snapshotted> {
+    pub fn load_all(&self, mut record: impl FnMut(LoadedRecord)) -> Result<Snapshotted> {
         let conn = self.conn()?;
         let mut out = Snapshotted::default();
-        let mut stmt = conn.prepare("SELECT doc FROM images")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for doc in rows {
-            out.images.push(serde_json::from_str(&doc?)?);
-        }
+        // Snapshots first: images refer to them. Records go to the caller one at a time so
+        // that a large store is never held twice while loading.
         let mut stmt = conn.prepare("SELECT doc FROM snapshots")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for doc in rows {
-            out.snapshots.push(serde_json::from_str(&doc?)?);
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            record(LoadedRecord::Snapshot(serde_json::from_str(doc)?));
+        }
+        let mut stmt = conn.prepare("SELECT doc FROM images")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            record(LoadedRecord::Image(serde_json::from_str(doc)?));
         }
         let mut stmt = conn.prepare("SELECT doc FROM export_tasks")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -328,9 +337,9 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
             tx.execute(
                 "INSERT OR REPLACE INTO images (image_id, region, owner_id, doc) VALUES (?1, ?2, ?3, ?4)",
                 params![
-                    image.image_id,
-                    image.region,
-                    image.owner_id,
+                    image.image_id.as_str(),
+                    image.region.as_str(),
+                    image.owner_id.as_str(),
                     serde_json::to_string(image)?
                 ],
             )?;

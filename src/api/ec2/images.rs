@@ -17,21 +17,24 @@ fn block_device_mappings(p: &Params) -> Result<Vec<BlockDeviceMapping>> {
             let ebs = if m.has_prefix("Ebs") {
                 let e = m.nested("Ebs");
                 Some(EbsBlockDevice {
-                    snapshot_id: e.string("SnapshotId").filter(|s| !s.is_empty()),
+                    snapshot_id: e
+                        .string("SnapshotId")
+                        .filter(|s| !s.is_empty())
+                        .map(Into::into),
                     volume_size: e.int("VolumeSize")?,
-                    volume_type: e.string("VolumeType"),
+                    volume_type: e.string("VolumeType").map(Into::into),
                     iops: e.int("Iops")?,
                     throughput: e.int("Throughput")?,
                     delete_on_termination: e.bool("DeleteOnTermination")?,
                     encrypted: e.bool("Encrypted")?,
-                    kms_key_id: e.string("KmsKeyId"),
+                    kms_key_id: e.string("KmsKeyId").map(Into::into),
                 })
             } else {
                 None
             };
             Ok(BlockDeviceMapping {
-                device_name: m.string("DeviceName").unwrap_or_default(),
-                virtual_name: m.string("VirtualName"),
+                device_name: m.string("DeviceName").unwrap_or_default().into(),
+                virtual_name: m.string("VirtualName").map(Into::into),
                 ebs,
                 no_device: m.get("NoDevice").is_some(),
             })
@@ -93,15 +96,15 @@ pub fn describe_images(call: &Call<'_>) -> Result<String> {
 fn write_image(call: &Call<'_>, w: &mut XmlWriter, image: &Image) {
     w.open("item")
         .leaf("imageId", &image.image_id)
-        .leaf("imageLocation", &image.image_location)
+        .leaf("imageLocation", &image.image_location())
         .leaf("imageState", image.state.as_str())
         .leaf("imageOwnerId", &image.owner_id)
         .leaf("creationDate", &image.creation_date)
         .bool_leaf("isPublic", image.is_public())
         .leaf("architecture", &image.architecture)
         .leaf("imageType", &image.image_type)
-        .opt_leaf("kernelId", image.kernel_id.as_deref())
-        .opt_leaf("ramdiskId", image.ramdisk_id.as_deref())
+        .opt_leaf("kernelId", image.details().kernel_id.as_deref())
+        .opt_leaf("ramdiskId", image.details().ramdisk_id.as_deref())
         .opt_leaf("imageOwnerAlias", call.service.owner_alias(&image.owner_id))
         .leaf("platformDetails", "Linux/UNIX")
         .leaf("usageOperation", "RunInstances")
@@ -115,24 +118,36 @@ fn write_image(call: &Call<'_>, w: &mut XmlWriter, image: &Image) {
     }
     w.close("blockDeviceMapping");
     w.leaf("virtualizationType", &image.virtualization_type);
-    write_tag_set(w, image.tags.get(call.ctx.account_id()));
+    write_tag_set(w, image.tags.of(call.ctx.account_id()));
     w.leaf("hypervisor", "xen");
     if let Some(ena) = image.ena_support {
         w.bool_leaf("enaSupport", ena);
     }
-    w.opt_leaf("sriovNetSupport", image.sriov_net_support.as_deref())
-        .opt_leaf("bootMode", image.boot_mode.as_deref())
-        .opt_leaf("tpmSupport", image.tpm_support.as_deref())
-        .opt_leaf("imdsSupport", image.imds_support.as_deref())
-        .opt_leaf("deprecationTime", image.deprecation_time.as_deref())
-        .leaf(
-            "deregistrationProtection",
-            &protection_string(&image.deregistration_protection),
-        )
-        .opt_leaf("lastLaunchedTime", image.last_launched_time.as_deref())
-        .opt_leaf("sourceImageId", image.source_image_id.as_deref())
-        .opt_leaf("sourceImageRegion", image.source_image_region.as_deref());
-    if let Some((code, message)) = &image.state_reason {
+    w.opt_leaf(
+        "sriovNetSupport",
+        image.details().sriov_net_support.as_deref(),
+    )
+    .opt_leaf("bootMode", image.boot_mode.as_deref())
+    .opt_leaf("tpmSupport", image.details().tpm_support.as_deref())
+    .opt_leaf("imdsSupport", image.imds_support.as_deref())
+    .opt_leaf(
+        "deprecationTime",
+        image.details().deprecation_time.as_deref(),
+    )
+    .leaf(
+        "deregistrationProtection",
+        &protection_string(&image.details().deregistration_protection),
+    )
+    .opt_leaf(
+        "lastLaunchedTime",
+        image.details().last_launched_time.as_deref(),
+    )
+    .opt_leaf("sourceImageId", image.details().source_image_id.as_deref())
+    .opt_leaf(
+        "sourceImageRegion",
+        image.details().source_image_region.as_deref(),
+    );
+    if let Some((code, message)) = &image.details().state_reason {
         w.open("stateReason")
             .leaf("code", code)
             .leaf("message", message)

@@ -155,15 +155,12 @@ pub fn dispatch(
 }
 
 /// Writes the caller's tags of a resource as `<tagSet>` (omitted when empty, as EC2 does).
-pub(crate) fn write_tag_set(
-    w: &mut XmlWriter,
-    tags: Option<&std::collections::BTreeMap<String, String>>,
-) {
-    if tags.is_none_or(|t| t.is_empty()) {
+pub(crate) fn write_tag_set(w: &mut XmlWriter, tags: crate::service::model::AccountTags<'_>) {
+    if tags.is_empty() {
         return;
     }
     w.open("tagSet");
-    for (k, v) in tags.into_iter().flatten() {
+    for (k, v) in tags.iter() {
         w.open("item").leaf("key", k).leaf("value", v).close("item");
     }
     w.close("tagSet");

@@ -46,7 +46,7 @@ fn write_snapshot(call: &Call<'_>, w: &mut crate::api::xml::XmlWriter, s: &Snaps
         .leaf("storageTier", "standard")
         .leaf("transferType", "standard")
         .leaf("sseType", if s.encrypted { "sse-ebs" } else { "none" });
-    write_tag_set(w, s.tags.get(call.ctx.account_id()));
+    write_tag_set(w, s.tags.of(call.ctx.account_id()));
     w.close("item");
 }
 
@@ -71,7 +71,7 @@ pub fn copy_snapshot(call: &Call<'_>) -> Result<String> {
     let (snapshot_id, tags) = call.service.copy_snapshot(call.ctx, req)?;
     let mut w = call.response();
     w.leaf("snapshotId", &snapshot_id);
-    write_tag_set(&mut w, tags.get(call.ctx.account_id()));
+    write_tag_set(&mut w, tags.of(call.ctx.account_id()));
     Ok(call.finish(w))
 }
 
