@@ -199,6 +199,17 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// glibc gives each thread that allocates its own heap arena (up to 8 per core), and each
+/// arena keeps what its thread freed; with many request threads building large responses
+/// that memory adds up. Two arenas keep RSS close to what is live, at no measured cost.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn serve(
     data_dir: PathBuf,
     listen: SocketAddr,
@@ -206,6 +217,7 @@ fn serve(
     import_roots: Vec<PathBuf>,
     compress_blocks: bool,
 ) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
     anyhow::ensure!(
         !regions.is_empty(),

@@ -304,15 +304,10 @@ fn check_one_of(param: &str, value: Option<&str>, allowed: &[&str]) -> Result<()
 }
 
 fn check_unique_name(state: &State, ctx: &RequestContext, name: &str) -> Result<()> {
-    let key = (
-        CompactString::from(ctx.region.as_str()),
-        CompactString::from(ctx.account_id()),
-        CompactString::from(name),
-    );
-    match state.image_names.get(&key) {
+    match state.image_names.get(&ctx.region, ctx.account_id(), name) {
         Some(existing) => Err(Error::InvalidAmiNameDuplicate(
             name.to_string(),
-            existing.to_string(),
+            existing.image_id.to_string(),
         )),
         None => Ok(()),
     }

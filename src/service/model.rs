@@ -710,3 +710,55 @@ pub struct ExportTask {
     /// Tags of the task.
     pub tags: Vec<(String, String)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_set_twice_keeps_one_value_per_key_and_account() {
+        let mut tags = Tags::default();
+        tags.set("111111111111", "Env", "dev");
+        tags.set("222222222222", "Env", "prod");
+        tags.set("111111111111", "Env", "test");
+        tags.set("111111111111", "App", "web");
+        let mine: Vec<_> = tags.of("111111111111").iter().collect();
+        assert_eq!(mine, vec![("App", "web"), ("Env", "test")]);
+        assert_eq!(tags.of("222222222222").get("Env"), Some("prod"));
+        assert!(tags.of("333333333333").is_empty());
+    }
+
+    #[test]
+    fn tags_remove_with_other_value_keeps_tag() {
+        let mut tags = Tags::from_pairs("111111111111", [("Env", "dev"), ("App", "web")]);
+        tags.remove("111111111111", "Env", Some("prod"));
+        assert_eq!(tags.of("111111111111").get("Env"), Some("dev"));
+        tags.remove("111111111111", "Env", Some("dev"));
+        assert_eq!(tags.of("111111111111").get("Env"), None);
+        tags.clear("111111111111");
+        assert!(tags.is_empty());
+    }
+
+    #[test]
+    fn tags_serialize_as_nested_maps_and_back() {
+        let mut tags = Tags::from_pairs("222222222222", [("b", "2"), ("a", "1")]);
+        tags.set("111111111111", "z", "26");
+        let json = serde_json::to_string(&tags).unwrap();
+        assert_eq!(
+            json,
+            r#"{"111111111111":{"z":"26"},"222222222222":{"a":"1","b":"2"}}"#
+        );
+        let back: Tags = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, tags);
+    }
+
+    #[test]
+    fn image_details_unset_allocate_nothing() {
+        assert_eq!(ImageDetails::default().boxed(), None);
+        let set = ImageDetails {
+            kernel_id: Some("aki-12345678".into()),
+            ..ImageDetails::default()
+        };
+        assert!(set.boxed().is_some());
+    }
+}
