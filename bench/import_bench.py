@@ -25,8 +25,17 @@ storage growth, measured side by side in one run.
    blocks, at random positions, get new random content; a child snapshot of the (first) imported
    one is written with the EBS direct API (StartSnapshot ParentSnapshotId, PutSnapshotBlock
    for the changed blocks only, on --upload-threads threads, CompleteSnapshot with the
-   LINEAR checksum). Its time is compared with the import's time, and the extra bytes in
+   LINEAR checksum, then DescribeSnapshots until `completed`). Its time is compared with the
+   import's time (median per cache mode) and the full EBS upload's, and the extra bytes in
    the block store with what the imported snapshot stored.
+   EBS client (--ebs-client): boto3's Python CPU per 512 KiB PutSnapshotBlock (request
+   building, user agent, hashing) can exceed Kiln's time to answer it, and with the GIL the
+   client then sets the pace; so the script also has a lean client (botocore's SigV4
+   signer + http.client keep-alive connections, one per thread). With `both` (default) the
+   incremental step runs twice from the same parent with the same blocks, lean client first,
+   then boto3 (a second child); store growth is taken from the first run only, since the
+   second one's blocks are already stored. Steps 3 and 4 use the lean client unless
+   --ebs-client boto3.
 
 3. Ten versions. On the server of the last cache mode: versions 2..10 (--versions), each a
    child of the previous one with 2% (--version-change-pct) of the blocks changed. The
@@ -59,6 +68,7 @@ import concurrent.futures as cf
 import configparser
 import datetime as dt
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -70,7 +80,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ["no_proxy"] = os.environ["NO_PROXY"]
@@ -81,7 +93,10 @@ for _v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_ENDPOI
 
 import boto3  # noqa: E402
 import botocore  # noqa: E402
+from botocore.auth import SigV4Auth  # noqa: E402
+from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.config import Config  # noqa: E402
+from botocore.credentials import Credentials  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
@@ -377,6 +392,7 @@ class Kiln:
         endpoint = f"http://{LOOPBACK}:{self.port}"
         self.ec2 = sess.client("ec2", endpoint_url=endpoint, config=cfg)
         self.ebs = sess.client("ebs", endpoint_url=endpoint, config=cfg)
+        self.lean = LeanEbs(LOOPBACK, self.port, self.key, self.secret)
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -423,6 +439,8 @@ class Kiln:
                 log(f"kiln {self.name} pid {self.proc.pid} ignored SIGTERM; SIGKILL")
                 self.proc.kill()
                 self.proc.wait(timeout=20)
+        if getattr(self, "lean", None) is not None:
+            self.lean.close()
         self._log.close()
         if self in STARTED:
             STARTED.remove(self)
@@ -558,36 +576,150 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+class LeanEbs:
+    """A minimal EBS direct API client: requests signed with botocore's own SigV4 signer
+    (service "ebs", us-east-1, the Kiln data dir's `kiln` credentials) and sent on
+    http.client keep-alive connections, one per thread (thread-local, TCP_NODELAY like
+    urllib3). No user agent, retries, parameter validation or response parsing beyond
+    json.loads; PutSnapshotBlock is signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD`
+    (the ebs model's v4-unsigned-body), so its body is hashed once, for x-amz-Checksum.
+    Non-2xx answers raise with the response body."""
+
+    name = "lean"
+
+    def __init__(self, host: str, port: int, key: str, secret: str):
+        self.host = f"{host}:{port}"
+        self._addr = (host, port)
+        self._signer = SigV4Auth(Credentials(key, secret), "ebs", REGION)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[http.client.HTTPConnection] = []
+        self.reconnects = 0
+
+    def _conn(self) -> http.client.HTTPConnection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = http.client.HTTPConnection(*self._addr, timeout=600)
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        if c.sock is None:
+            c.connect()
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return c
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+        self._local = threading.local()
+
+    def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"",
+                signed_body: bool = True) -> tuple[int, dict, bytes]:
+        h = {"Host": self.host, **headers}
+        if not signed_body:
+            h["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+        req = AWSRequest(method=method, url=f"http://{self.host}{path}", headers=h, data=body)
+        self._signer.add_auth(req)   # signs every header given (none is blacklisted)
+        send = list(req.headers.items()) + [("Content-Length", str(len(body)))]
+        for attempt in (0, 1):
+            c = self._conn()
+            reused = getattr(c, "_kiln_used", False)
+            try:
+                c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                for k_, v in send:
+                    c.putheader(k_, v)
+                c.endheaders(body or None)
+                resp = c.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                c.close()
+                if attempt or not reused:
+                    raise
+                # The server closed an idle keep-alive connection: once more, on a new one.
+                with self._lock:
+                    self.reconnects += 1
+                continue
+            c._kiln_used = True
+            if resp.will_close:
+                c.close()
+                c._kiln_used = False
+            if not 200 <= resp.status < 300:
+                raise RuntimeError(f"EBS {method} {path}: HTTP {resp.status} {resp.reason}: "
+                                   f"{data.decode(errors='replace')[:2000]}")
+            return resp.status, dict(resp.getheaders()), data
+        raise AssertionError("unreachable")
+
+    def start_snapshot(self, VolumeSize: int, Timeout: int, Description: str,  # noqa: N803
+                       ParentSnapshotId: str | None = None) -> dict:
+        doc = {"VolumeSize": VolumeSize, "Timeout": Timeout, "Description": Description,
+               "ClientToken": str(uuid.uuid4())}
+        if ParentSnapshotId:
+            doc["ParentSnapshotId"] = ParentSnapshotId
+        _, _, data = self.request("POST", "/snapshots", {"Content-Type": "application/json"},
+                                  json.dumps(doc).encode())
+        return json.loads(data)
+
+    def put_snapshot_block(self, SnapshotId: str, BlockIndex: int, BlockData: bytes,  # noqa: N803
+                           DataLength: int, Checksum: str, ChecksumAlgorithm: str) -> dict:
+        _, hdrs, _ = self.request(
+            "PUT", f"/snapshots/{SnapshotId}/blocks/{BlockIndex}",
+            {"x-amz-Data-Length": str(DataLength), "x-amz-Checksum": Checksum,
+             "x-amz-Checksum-Algorithm": ChecksumAlgorithm,
+             "Content-Type": "application/octet-stream"},
+            BlockData, signed_body=False)
+        return hdrs
+
+    def complete_snapshot(self, SnapshotId: str, ChangedBlocksCount: int, Checksum: str,  # noqa: N803
+                          ChecksumAlgorithm: str, ChecksumAggregationMethod: str) -> dict:
+        _, _, data = self.request(
+            "POST", f"/snapshots/completion/{SnapshotId}",
+            {"x-amz-ChangedBlocksCount": str(ChangedBlocksCount), "x-amz-Checksum": Checksum,
+             "x-amz-Checksum-Algorithm": ChecksumAlgorithm,
+             "x-amz-Checksum-Aggregation-Method": ChecksumAggregationMethod})
+        return json.loads(data) if data else {}
+
+
 def ebs_snapshot(k: Kiln, volume_gib: int, parent: str | None, blocks, threads: int,
-                 reader=None) -> dict:
+                 reader=None, client: str = "boto3") -> dict:
     """Writes a snapshot through the EBS direct API: `blocks` is a dict index -> bytes, or
     (with `reader`) a list of indexes whose bytes reader(index) returns inside the timed
-    section. Checksums are computed inside the timed section, as a client would."""
+    section. Checksums are computed inside the timed section, as a client would.
+    client: "boto3" (k.ebs) or "lean" (k.lean) for StartSnapshot, PutSnapshotBlock and
+    CompleteSnapshot; DescribeSnapshots is polled with boto3 either way."""
+    ebs = k.lean if client == "lean" else k.ebs
     indexes = sorted(blocks)
     digests: dict[int, bytes] = {}
+    put_secs: list[float] = []   # each PutSnapshotBlock call, from the calling thread
 
     def put(i: int, sid: str) -> None:
         data = reader(i) if reader else blocks[i]
         h = hashlib.sha256(data).digest()
         digests[i] = h
-        k.ebs.put_snapshot_block(SnapshotId=sid, BlockIndex=i, BlockData=data,
-                                 DataLength=len(data), Checksum=b64(h),
-                                 ChecksumAlgorithm="SHA256")
+        t = time.perf_counter()
+        ebs.put_snapshot_block(SnapshotId=sid, BlockIndex=i, BlockData=data,
+                               DataLength=len(data), Checksum=b64(h),
+                               ChecksumAlgorithm="SHA256")
+        put_secs.append(time.perf_counter() - t)
 
+    reconnects0 = k.lean.reconnects
     me0, srv0 = resource.getrusage(resource.RUSAGE_SELF), proc_counters(k.proc.pid)
     t0 = time.perf_counter()
     kwargs = {"ParentSnapshotId": parent} if parent else {}
-    sid = k.ebs.start_snapshot(VolumeSize=volume_gib, Timeout=120, Description="kiln bench",
-                               **kwargs)["SnapshotId"]
+    sid = ebs.start_snapshot(VolumeSize=volume_gib, Timeout=120, Description="kiln bench",
+                             **kwargs)["SnapshotId"]
     t_started = time.perf_counter() - t0
+    me_s = resource.getrusage(resource.RUSAGE_SELF)
     with cf.ThreadPoolExecutor(threads) as pool:
         for f in cf.as_completed([pool.submit(put, i, sid) for i in indexes]):
             f.result()
     t_put = time.perf_counter() - t0
+    me_p = resource.getrusage(resource.RUSAGE_SELF)
     linear = hashlib.sha256(b"".join(digests[i] for i in indexes)).digest()
-    done = k.ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=len(indexes),
-                                   Checksum=b64(linear), ChecksumAlgorithm="SHA256",
-                                   ChecksumAggregationMethod="LINEAR")
+    done = ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=len(indexes),
+                                 Checksum=b64(linear), ChecksumAlgorithm="SHA256",
+                                 ChecksumAggregationMethod="LINEAR")
     status = done.get("Status")
     while status != "completed":
         if status == "error" or time.perf_counter() - t0 > 600:
@@ -596,10 +728,18 @@ def ebs_snapshot(k: Kiln, volume_gib: int, parent: str | None, blocks, threads: 
         status = k.ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"]
     wall = time.perf_counter() - t0
     me1, srv1 = resource.getrusage(resource.RUSAGE_SELF), proc_counters(k.proc.pid)
-    return {"snapshot_id": sid, "wall": wall, "blocks": len(indexes),
+    if client == "lean":
+        k.lean.close()   # the pool's threads are gone; their connections go too
+    cpu = lambda a, b: (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)  # noqa: E731
+    ps = sorted(put_secs)
+    pct = lambda q: ps[min(len(ps) - 1, int(q * len(ps)))] if ps else float("nan")  # noqa: E731
+    return {"snapshot_id": sid, "client": client, "wall": wall, "blocks": len(indexes),
             "bytes": len(indexes) * BLOCK,
             "phases": {"start": t_started, "puts": t_put - t_started, "complete": wall - t_put},
-            "client_cpu": (me1.ru_utime - me0.ru_utime) + (me1.ru_stime - me0.ru_stime),
+            "client_cpu": cpu(me0, me1), "client_cpu_puts": cpu(me_s, me_p),
+            "put_ms": {"median": 1000 * pct(0.5), "p90": 1000 * pct(0.9),
+                       "max": 1000 * ps[-1] if ps else float("nan")},
+            "lean_reconnects": k.lean.reconnects - reconnects0,
             "server_cpu": (srv1["utime"] - srv0["utime"]) + (srv1["stime"] - srv0["stime"])}
 
 
@@ -813,8 +953,12 @@ def yesno(ok):
     return "**yes**" if ok else "**no**"
 
 
-def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str:
+CLIENT_LABEL = {"lean": "lean client", "boto3": "boto3"}
+
+
+def report(args, facts, layout, modes, incs, ver, full, problems, cmdline) -> str:
     size = layout["size"]
+    inc = incs[0] if incs else None
     o = []
     o.append(f"## Snapshot data: {args.size_gib:g} GiB import, incremental snapshots, ten versions\n")
     o.append(f"- Command: `{cmdline}`")
@@ -839,7 +983,23 @@ def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str
     o.append("- cold = file evicted from the page cache (fsync + posix_fadvise DONTNEED, "
              "fincore checked) before each command; warm = file read once before each "
              f"command (fully resident). Per cache mode, {args.rounds} round(s) of: cat, "
-             "sha256sum, cp + sync, Kiln import into a fresh data dir and server.\n")
+             "sha256sum, cp + sync, Kiln import into a fresh data dir and server.")
+    o.append(f"- EBS direct API client (`--ebs-client {args.ebs_client}`): *boto3* = "
+             f"boto3 {facts['boto3']} `ebs` client; *lean client* = the script's minimal client: "
+             "botocore's SigV4 signer (PutSnapshotBlock with `x-amz-content-sha256: "
+             "UNSIGNED-PAYLOAD`) and http.client keep-alive connections, one per upload thread, "
+             "without boto3's per-request Python work (client CPU per block is given below). "
+             "Each client makes its own "
+             "StartSnapshot, PutSnapshotBlock and CompleteSnapshot calls; DescribeSnapshots is "
+             "polled with boto3 (every 0.05 s) until `completed`."
+             + (" The incremental step runs twice from the same parent with the same changed "
+                "blocks: first with the lean client, then with boto3 (a second child). Only the "
+                "first run's blocks are new to the store, so store growth is the first run's."
+                if len(incs) > 1 else "")
+             + (" The ten versions and the full EBS upload use "
+                + ("the lean client." if (ver or full)["client"] == "lean" else "boto3.")
+                if ver or full else "")
+             + "\n")
 
     rounds = args.rounds
     rng_note = f" (min–max of {rounds})" if rounds > 1 else ""
@@ -869,11 +1029,13 @@ def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str
     if full:
         w = full["wall"]
         o.append(f"| Kiln EBS direct upload of v1, {full['blocks']} non-zero blocks, "
-                 f"{args.upload_threads} threads (fresh store) | warm | {f2(w)} | "
-                 f"{f2(size / MB / w, 0)} | - |")
-    if inc:
-        o.append(f"| Kiln incremental, {inc['blocks']} changed blocks ({args.change_pct:g}%), "
-                 f"EBS direct API, {args.upload_threads} threads | - | {f2(inc['wall'], 3)} | - | - |")
+                 f"{args.upload_threads} threads, {CLIENT_LABEL[full['client']]} (fresh store) "
+                 f"| warm | {f2(w)} | {f2(size / MB / w, 0)} | - |")
+    for r in incs:
+        again = " (second run: blocks already stored)" if r["run"] > 1 else ""
+        o.append(f"| Kiln incremental, {r['blocks']} changed blocks ({args.change_pct:g}%), "
+                 f"EBS direct API, {CLIENT_LABEL[r['client']]}, {args.upload_threads} threads"
+                 f"{again} | - | {f2(r['wall'], 3)} | - | - |")
     o.append("")
 
     o.append("| Target | Measured | Target | Met |")
@@ -885,21 +1047,36 @@ def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str
                  f"| ≥ 1.5× | {yesno(r_sha['ratio'] >= 1.5)} |")
         o.append(f"| Import vs `cp` ({m['mode']}) | {cell(r_cp, 'ratio')}× cp's MB/s (vs cp + sync: "
                  f"{cell(r_cps, 'ratio')}×) | ≥ 0.5× (within 2×) | {yesno(r_cp['ratio'] >= 0.5)} |")
-    if inc:
+    med = "median " if rounds > 1 else ""
+    for r in incs:
+        # Met: against the first cache mode's import, as the issue's "first snapshot".
         first = modes[0]["summary"]["kiln"]["wall"]
-        pct_t = 100 * inc["wall"] / first
+        pct_t = 100 * r["wall"] / first
+        parts = [f"{f2(100 * r['wall'] / m['summary']['kiln']['wall'])}% of the {med}"
+                 f"{m['mode']} import ({f2(m['summary']['kiln']['wall'])} s)" for m in modes]
+        if full and full["client"] == r["client"]:
+            parts.append(f"{f2(100 * r['wall'] / full['wall'])}% of the full EBS upload with "
+                         f"the same client ({f2(full['wall'])} s)")
+        elif full:
+            parts.append(f"no full EBS upload with {CLIENT_LABEL[r['client']]} in this run "
+                         f"({f2(100 * r['wall'] / full['wall'])}% of the full EBS upload with "
+                         f"{CLIENT_LABEL[full['client']]}, {f2(full['wall'])} s)")
+        o.append(f"| Incremental time ({args.change_pct:g}% of blocks), "
+                 f"{CLIENT_LABEL[r['client']]}{', second run' if r['run'] > 1 else ''} | "
+                 f"{f2(r['wall'], 3)} s = " + "; ".join(parts)
+                 + f" | ≤ 3% (of the {modes[0]['mode']} import) | {yesno(pct_t <= 3)} |")
+    if inc:
         pct_b = 100 * inc["extra_bytes"] / inc["base_bytes"]
         ideal = 100 * inc["blocks"] * BLOCK / inc["base_bytes"]
-        o.append(f"| Incremental time ({args.change_pct:g}% of blocks) | {f2(inc['wall'], 3)} s = "
-                 f"{f2(pct_t)}% of the {modes[0]['mode']} import's {f2(first)} s"
-                 + (f" ({f2(100 * inc['wall'] / modes[-1]['summary']['kiln']['wall'])}% of the "
-                    f"{modes[-1]['mode']} import's)" if len(modes) > 1 else "")
-                 + (f" ({f2(100 * inc['wall'] / full['wall'])}% of the full EBS upload)" if full else "")
-                 + f" | ≤ 3% | {yesno(pct_t <= 3)} |")
-        o.append(f"| Incremental extra stored bytes | +{mib(inc['extra_bytes'])} = {f2(pct_b)}% of v1's "
+        later = "".join(f"; the {CLIENT_LABEL[r['client']]} run {r['run']} wrote the same blocks "
+                        f"again: +{mib(r['extra_bytes'])} in {r['extra_files']} new block files"
+                        for r in incs[1:])
+        o.append(f"| Incremental extra stored bytes "
+                 f"({'first run, ' if len(incs) > 1 else ''}{CLIENT_LABEL[inc['client']]}) | "
+                 f"+{mib(inc['extra_bytes'])} = {f2(pct_b)}% of v1's "
                  f"{mib(inc['base_bytes'])} ({f2(100 * inc['extra_bytes'] / size)}% of the logical "
-                 f"size); the changed blocks themselves are {mib(inc['blocks'] * BLOCK)} = {f2(ideal)}% "
-                 f"| ≤ 2% | {yesno(pct_b <= 2)} |")
+                 f"size); the changed blocks themselves are {mib(inc['blocks'] * BLOCK)} = {f2(ideal)}%"
+                 f"{later} | ≤ 2% | {yesno(pct_b <= 2)} |")
     if ver:
         o.append(f"| {ver['versions']} versions, {args.version_change_pct:g}% changed each | store "
                  f"{mib(ver['final_bytes'])} = {f2(ver['ratio'], 3)}× one version's "
@@ -932,14 +1109,21 @@ def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str
         o.append(f"- Kiln during the (first) {m['mode']} import: {c['minflt']:,} minor / "
                  f"{c['majflt']:,} major page faults; {mb(k['rchar'])} through read(2), "
                  f"{mb(k['read_bytes'])} of it from the disk.")
-    for label, r in (("incremental", inc), ("full upload", full)):
+    for label, r in ([(f"incremental{' run ' + str(r_['run']) if len(incs) > 1 else ''}", r_)
+                      for r_ in incs] + [("full upload", full)]):
         if r:
-            ph = r["phases"]
-            o.append(f"- EBS {label}: StartSnapshot {ph['start']:.3f} s, {r['blocks']} "
-                     f"PutSnapshotBlock on {args.upload_threads} threads {ph['puts']:.3f} s "
-                     f"({1000 * ph['puts'] / max(r['blocks'], 1):.2f} ms/block), CompleteSnapshot "
-                     f"{ph['complete']:.3f} s; CPU: client (Python/boto3) {r['client_cpu']:.2f} s, "
-                     f"Kiln {r['server_cpu']:.2f} s.")
+            ph, pm = r["phases"], r["put_ms"]
+            n = max(r["blocks"], 1)
+            o.append(f"- EBS {label} ({CLIENT_LABEL[r['client']]}): StartSnapshot "
+                     f"{ph['start']:.3f} s, {r['blocks']} PutSnapshotBlock on {args.upload_threads} "
+                     f"threads {ph['puts']:.3f} s ({1000 * ph['puts'] / n:.2f} ms/block; each call "
+                     f"median {pm['median']:.2f} / p90 {pm['p90']:.2f} / max {pm['max']:.2f} ms), "
+                     f"CompleteSnapshot + DescribeSnapshots until completed {ph['complete']:.3f} s; "
+                     f"CPU: client (Python, {CLIENT_LABEL[r['client']]}) {r['client_cpu']:.2f} s "
+                     f"({1000 * r['client_cpu_puts'] / n:.2f} ms per block during the puts, "
+                     f"hashing included), Kiln {r['server_cpu']:.2f} s"
+                     + (f"; {r['lean_reconnects']} keep-alive reconnects"
+                        if r.get("lean_reconnects") else "") + ".")
     top = next((m["rounds"][0]["kiln"].get("top") for m in reversed(modes)
                 if m["rounds"][0]["kiln"].get("top")), None)
     if top:
@@ -965,7 +1149,8 @@ def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str
                      f"| {f2(r['wall'])} | {f2(r['user'])} | {f2(r['sys'])} | {f2(r['others'])} |")
     o.append("")
     if ver:
-        o.append("Store growth over the versions (block files under DATA/blocks):\n")
+        o.append(f"Store growth over the versions (block files under DATA/blocks; EBS direct API, "
+                 f"{CLIENT_LABEL[ver['client']]}):\n")
         o.append("| Version | Blocks written | Snapshot s | Store | × v1 |")
         o.append("|--:|--:|--:|--:|--:|")
         for row in ver["rows"]:
@@ -977,7 +1162,8 @@ def report(args, facts, layout, modes, inc, ver, full, problems, cmdline) -> str
         f"metadata {mib(s['metadata'])}, `kiln usage` referenced "
         f"{mib(s['usage_referenced']) if s.get('usage_referenced') is not None else '-'}"
         for name, s in [("import (" + m["mode"] + ")", m["rounds"][0]["store"]) for m in modes]
-        + ([("after incremental", inc["store"])] if inc else [])
+        + [(f"after incremental{' run ' + str(r['run']) if len(incs) > 1 else ''} "
+            f"({CLIENT_LABEL[r['client']]})", r["store"]) for r in incs]
         + ([("after versions", ver["store"])] if ver else [])))
     o.append("")
     o.append("Checks: " + ("all passed (snapshot listings equal the file's non-zero blocks, sampled "
@@ -1007,6 +1193,11 @@ def main() -> int:
     ap.add_argument("--upload-threads", type=int, default=4)
     ap.add_argument("--poll", type=float, default=0.1, help="import task poll interval, s")
     ap.add_argument("--no-ebs-full", action="store_true", help="skip the full EBS upload")
+    ap.add_argument("--ebs-client", choices=("lean", "boto3", "both"), default="both",
+                    help="EBS direct API client: lean (botocore's SigV4 signer + http.client "
+                         "keep-alive), boto3, or both (default): the incremental step runs "
+                         "with each client (lean first, boto3 second, same parent and blocks); "
+                         "versions and the full upload use lean unless boto3 alone is chosen")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure cat/sha256sum/cp/import this many times per cache mode "
                          "(each import into a fresh Kiln); the report gives median and range")
@@ -1047,6 +1238,9 @@ def main() -> int:
     problems: list[str] = []
     results = {"args": vars(args), "facts": facts}
     modes_out, inc, ver, full = [], None, None, None
+    incs: list[dict] = []   # incremental runs, in order; inc = the first (store growth)
+    inc_clients = ["lean", "boto3"] if args.ebs_client == "both" else [args.ebs_client]
+    main_client = "boto3" if args.ebs_client == "boto3" else "lean"
     try:
         image = os.path.join(work, "disk.raw")
         log(f"writing {mib(size)} image {image} (mix {args.mix})")
@@ -1075,15 +1269,33 @@ def main() -> int:
 
             if n == 0 and args.change_pct > 0:
                 changes = change_set(layout, args.change_pct, rng, Stream(args.seed, "inc"))
-                r = ebs_snapshot(k, volume_gib, sid, changes, args.upload_threads)
-                st2 = store_bytes(k.data_dir)
-                st2["usage_referenced"] = usage_referenced(k.usage())
-                inc = dict(r, base_bytes=st["bytes"], extra_bytes=st2["bytes"] - st["bytes"],
-                           store=st2)
-                log(f"incremental: {r['blocks']} blocks in {r['wall']:.3f} s, +{mib(inc['extra_bytes'])}")
-                with open(image, "rb") as f:
-                    verify_child(k, sid, r["snapshot_id"], changes,
-                                 lambda i: os.pread(f.fileno(), BLOCK, i * BLOCK), rng, problems)
+                # Same parent, same changed blocks, one child per client. The lean client goes
+                # first: its blocks are new to the store, as in the real case; the boto3 run
+                # then writes blocks the store already holds (store growth: first run only).
+                prev = st
+                for client in inc_clients:
+                    r = ebs_snapshot(k, volume_gib, sid, changes, args.upload_threads,
+                                     client=client)
+                    st2 = store_bytes(k.data_dir)
+                    st2["usage_referenced"] = usage_referenced(k.usage())
+                    r.update(base_bytes=st["bytes"], extra_bytes=st2["bytes"] - prev["bytes"],
+                             extra_files=st2["files"] - prev["files"], store=st2,
+                             run=len(incs) + 1)
+                    incs.append(r)
+                    log(f"incremental ({client} client, run {r['run']}): {r['blocks']} blocks in "
+                        f"{r['wall']:.3f} s (puts {1000 * r['phases']['puts'] / r['blocks']:.2f} "
+                        f"ms/block, per put median {r['put_ms']['median']:.2f} ms), store "
+                        f"+{mib(r['extra_bytes'])} in {r['extra_files']} block files")
+                    if r["run"] > 1:
+                        check(r["extra_files"] == 0,
+                              f"incremental run {r['run']} ({client}) wrote the same blocks again "
+                              f"but added {r['extra_files']} block files", problems)
+                    prev = st2
+                    with open(image, "rb") as f:
+                        verify_child(k, sid, r["snapshot_id"], changes,
+                                     lambda i: os.pread(f.fileno(), BLOCK, i * BLOCK), rng,
+                                     problems)
+                inc = incs[0]
             if n == len(modes) - 1 and args.versions > 1:
                 if n == 0 and inc:
                     # One mode only: the incremental child would count in the store; use a
@@ -1109,7 +1321,8 @@ def main() -> int:
                 prev_parent = parent
                 for v in range(2, args.versions + 1):
                     changes = change_set(layout, args.version_change_pct, rng, stream)
-                    r = ebs_snapshot(k, volume_gib, parent, changes, args.upload_threads)
+                    r = ebs_snapshot(k, volume_gib, parent, changes, args.upload_threads,
+                                     client=main_client)
                     current.update(changes)
                     ideal += len(changes) * BLOCK
                     prev_parent, parent = parent, r["snapshot_id"]
@@ -1119,7 +1332,8 @@ def main() -> int:
                         f"{mib(rows[-1]['bytes'])}")
                 st3 = store_bytes(k.data_dir)
                 st3["usage_referenced"] = usage_referenced(k.usage())
-                ver = {"versions": args.versions, "rows": rows, "base_bytes": base,
+                ver = {"versions": args.versions, "client": main_client, "rows": rows,
+                       "base_bytes": base,
                        "final_bytes": st3["bytes"], "ratio": st3["bytes"] / base,
                        "ideal_ratio": ideal / base, "store": st3}
                 with open(image, "rb") as f:
@@ -1136,16 +1350,19 @@ def main() -> int:
             with open(image, "rb") as f:
                 fd = f.fileno()
                 full = ebs_snapshot(k, volume_gib, None, layout["nonzero"], args.upload_threads,
-                                    reader=lambda i: os.pread(fd, BLOCK, i * BLOCK))
+                                    reader=lambda i: os.pread(fd, BLOCK, i * BLOCK),
+                                    client=main_client)
             full["store"] = store_bytes(k.data_dir)
-            log(f"full EBS upload: {full['blocks']} blocks in {full['wall']:.2f} s")
+            log(f"full EBS upload ({main_client} client): {full['blocks']} blocks in "
+                f"{full['wall']:.2f} s (puts {1000 * full['phases']['puts'] / full['blocks']:.2f} "
+                f"ms/block, per put median {full['put_ms']['median']:.2f} ms)")
             verify_import(k, full["snapshot_id"], layout, rng, problems)
             k.stop()
 
         layout_out = {k_: v for k_, v in layout.items() if k_ != "nonzero"}
-        results.update(layout=layout_out, modes=modes_out, incremental=inc, versions=ver,
-                       ebs_full=full, problems=problems)
-        text = report(args, facts, layout, modes_out, inc, ver, full, problems, cmdline)
+        results.update(layout=layout_out, modes=modes_out, incremental=inc,
+                       incremental_runs=incs, versions=ver, ebs_full=full, problems=problems)
+        text = report(args, facts, layout, modes_out, incs, ver, full, problems, cmdline)
         print(text)
         if args.json:
             with open(args.json, "w") as f:
