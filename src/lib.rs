@@ -1,7 +1,8 @@
 //! Kiln: a self-hosted machine-image service that speaks the EC2 API.
 //!
 //! Layers, from the wire inwards: [`api`] (protocol), [`service`] (EC2 semantics),
-//! [`store`] (durable metadata). See ARCHITECTURE.md for the map.
+//! [`store`] (durable metadata), [`blocks`] (snapshot data), [`volumes`] (copy-on-write
+//! volumes served over NBD). See ARCHITECTURE.md for the map.
 
 pub mod accounts;
 pub mod api;
@@ -10,3 +11,4 @@ pub mod client;
 pub mod error;
 pub mod service;
 pub mod store;
+pub mod volumes;

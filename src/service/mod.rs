@@ -28,7 +28,7 @@ use model::{AccessKey, Account};
 use state::State;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// Account id of the built-in owner of Kiln's public Quick Start images.
 pub const KILN_OWNER_ACCOUNT_ID: &str = "100000000001";
@@ -98,7 +98,8 @@ impl Default for ServiceConfig {
 /// The EC2 service: state in memory, durable in the store.
 pub struct Service {
     store: Store,
-    blocks: BlockStore,
+    /// Shared with volumes, which read their source blocks from it.
+    blocks: Arc<BlockStore>,
     data_dir: std::path::PathBuf,
     /// Import tasks waiting for a worker.
     import_queue: Mutex<Vec<String>>,
@@ -125,7 +126,10 @@ impl Service {
             .filter_map(|a| a.alias.map(|alias| (a.account_id, alias)))
             .collect();
         let state = State::load(&store)?;
-        let blocks = BlockStore::new(Box::new(LocalDir::open(data_dir)?), config.compress_blocks);
+        let blocks = Arc::new(BlockStore::new(
+            Box::new(LocalDir::open(data_dir)?),
+            config.compress_blocks,
+        ));
         Ok(Service {
             store,
             blocks,
@@ -148,6 +152,11 @@ impl Service {
     /// The block store holding snapshot data.
     pub fn blocks(&self) -> &BlockStore {
         &self.blocks
+    }
+
+    /// The block store, shared (volumes keep a handle).
+    pub fn shared_blocks(&self) -> Arc<BlockStore> {
+        self.blocks.clone()
     }
 
     /// The service configuration.
