@@ -81,6 +81,18 @@ pub enum Error {
     /// The snapshot is used by a registered image.
     #[error("The snapshot {0} is currently in use by {1}")]
     InvalidSnapshotInUse(String, String),
+    /// A volume id is not well formed.
+    #[error("Invalid id: \"{0}\" (expecting \"vol-...\")")]
+    InvalidVolumeIdMalformed(String),
+    /// A volume id does not exist or is not the caller's.
+    #[error("The volume '{0}' does not exist.")]
+    InvalidVolumeNotFound(String),
+    /// The volume is attached to an instance.
+    #[error("Volume {0} is currently attached to {1}")]
+    VolumeInUse(String, String),
+    /// An availability zone that the region does not have.
+    #[error("Invalid availability zone: [{0}]")]
+    InvalidAvailabilityZone(String),
     /// A block device mapping is not valid (sizes, device names, virtual names).
     #[error("{0}")]
     InvalidBlockDeviceMapping(String),
@@ -138,6 +150,10 @@ impl Error {
             Error::InvalidSnapshotIdMalformed(_) => "InvalidSnapshotID.Malformed",
             Error::InvalidSnapshotNotFound(_) => "InvalidSnapshot.NotFound",
             Error::InvalidSnapshotInUse(_, _) => "InvalidSnapshot.InUse",
+            Error::InvalidVolumeIdMalformed(_) => "InvalidVolumeID.Malformed",
+            Error::InvalidVolumeNotFound(_) => "InvalidVolume.NotFound",
+            Error::VolumeInUse(_, _) => "VolumeInUse",
+            Error::InvalidAvailabilityZone(_) => "InvalidParameterValue",
             Error::InvalidBlockDeviceMapping(_) => "InvalidBlockDeviceMapping",
             Error::InvalidId(_) => "InvalidID",
             Error::TagLimitExceeded(_) => "TagLimitExceeded",

@@ -37,6 +37,7 @@ pub async fn run_background_work(service: Arc<Service>) {
         let svc = service.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             svc.complete_pending_work()?;
+            svc.complete_volume_work()?;
             svc.expire_pending_snapshots()?;
             for task_id in svc.take_queued_imports() {
                 let worker = svc.clone();

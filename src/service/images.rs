@@ -200,7 +200,7 @@ const IMAGE_FILTERS: &[&str] = &[
 ];
 
 const ARCHITECTURES: &[&str] = &["i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"];
-const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
+pub(crate) const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
 const BOOT_MODES: &[&str] = &["legacy-bios", "uefi", "uefi-preferred"];
 
 /// True if `account` may launch (and so see) the image.
@@ -888,7 +888,8 @@ impl Service {
             let mut changes = Vec::new();
             let mut completed_snapshots = BTreeSet::new();
             for snapshot in state.snapshots.values() {
-                if snapshot.state != SnapshotState::Pending || snapshot.copy_source.is_none() {
+                let background = snapshot.copy_source.is_some() || snapshot.taken_from_volume;
+                if snapshot.state != SnapshotState::Pending || !background {
                     continue;
                 }
                 let started = time::parse_ms(&snapshot.start_time).unwrap_or(0);

@@ -604,6 +604,7 @@ fn new_import_snapshot(
         tags: Tags::default(),
         expires_at_ms: None,
         importing: true,
+        taken_from_volume: false,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod state;
 pub mod tags;
 pub mod time;
 pub mod usage;
+pub mod volumes;
 
 use crate::blocks::{BlockStore, LocalDir};
 use crate::error::{Error, Result};

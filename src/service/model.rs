@@ -622,6 +622,9 @@ pub struct Snapshot {
     /// Filled by an import task (a restart fails it rather than leave it pending).
     #[serde(default)]
     pub importing: bool,
+    /// Taken from a volume by CreateSnapshot; completed by the background work.
+    #[serde(default)]
+    pub taken_from_volume: bool,
 }
 
 impl Snapshot {
@@ -630,6 +633,106 @@ impl Snapshot {
         self.create_volume_permissions
             .contains(&VolumePermission::Public)
     }
+}
+
+/// Lifecycle state of a volume.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeState {
+    /// Just created; becomes available in the background.
+    Creating,
+    /// Ready to attach.
+    Available,
+    /// Attached to an instance.
+    InUse,
+    /// Being deleted.
+    Deleting,
+    /// Creation failed.
+    Error,
+}
+
+impl VolumeState {
+    /// The wire name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Creating => "creating",
+            VolumeState::Available => "available",
+            VolumeState::InUse => "in-use",
+            VolumeState::Deleting => "deleting",
+            VolumeState::Error => "error",
+        }
+    }
+}
+
+/// A ModifyVolume request and how far it got.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeModification {
+    /// `modifying`, `optimizing`, `completed` or `failed`.
+    pub state: String,
+    /// Size before, GiB.
+    pub original_size: i64,
+    /// Size asked for, GiB.
+    pub target_size: i64,
+    /// Type before.
+    pub original_volume_type: String,
+    /// Type asked for.
+    pub target_volume_type: String,
+    /// IOPS before.
+    pub original_iops: Option<i64>,
+    /// IOPS asked for.
+    pub target_iops: Option<i64>,
+    /// Throughput before (gp3).
+    pub original_throughput: Option<i64>,
+    /// Throughput asked for (gp3).
+    pub target_throughput: Option<i64>,
+    /// Percent done.
+    pub progress: i64,
+    /// Start time, RFC 3339 with milliseconds.
+    pub start_time: String,
+    /// End time, once completed.
+    pub end_time: Option<String>,
+}
+
+/// An EBS volume record. Its bytes are its source snapshot's blocks plus what was written to
+/// it (see [`crate::volumes::cow::CowVolume`]); the snapshot's block map stays in the store
+/// while a volume reads through it, even after the snapshot itself is deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Volume {
+    /// `vol-` + 17 hex digits.
+    pub volume_id: String,
+    /// Region of the volume.
+    pub region: String,
+    /// Availability zone (a zone of the region).
+    pub availability_zone: String,
+    /// Owning account id.
+    pub owner_id: String,
+    /// Size in GiB.
+    pub size: i64,
+    /// Snapshot the volume was created from, as reported (`snapshotId`).
+    pub snapshot_id: Option<String>,
+    /// Snapshot whose block map the volume reads through (its source, or the latest
+    /// snapshot taken of it).
+    pub base_snapshot_id: Option<String>,
+    /// gp2, gp3, io1, io2, st1, sc1, standard.
+    pub volume_type: String,
+    /// Provisioned or baseline IOPS.
+    pub iops: Option<i64>,
+    /// Throughput in MiB/s (gp3).
+    pub throughput: Option<i64>,
+    /// Whether the volume is encrypted.
+    pub encrypted: bool,
+    /// KMS key recorded for encrypted volumes.
+    pub kms_key_id: Option<String>,
+    /// Whether several instances may attach it.
+    pub multi_attach_enabled: bool,
+    /// Current state.
+    pub state: VolumeState,
+    /// Creation time, RFC 3339 with milliseconds.
+    pub create_time: String,
+    /// The latest ModifyVolume.
+    pub modification: Option<VolumeModification>,
+    /// Tags, per account.
+    pub tags: Tags,
 }
 
 /// What an import task produces.

@@ -120,7 +120,10 @@ fn writable_snapshot<'s>(
         .ok_or_else(|| {
             Error::EbsResourceNotFound(format!("The snapshot '{id}' does not exist."))
         })?;
-    if snapshot.state != SnapshotState::Pending || snapshot.copy_source.is_some() {
+    if snapshot.state != SnapshotState::Pending
+        || snapshot.copy_source.is_some()
+        || snapshot.taken_from_volume
+    {
         return Err(validation(
             "INVALID_SNAPSHOT_ID",
             format!("The snapshot {id} is not a pending snapshot that accepts blocks"),

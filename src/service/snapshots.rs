@@ -167,6 +167,7 @@ pub fn copy_snapshot_record(
         tags,
         expires_at_ms: None,
         importing: false,
+        taken_from_volume: false,
     }
 }
 
@@ -510,6 +511,7 @@ impl Service {
                 tags,
                 expires_at_ms: Some(now + timeout * 60_000),
                 importing: false,
+                taken_from_volume: false,
             };
             let mut changes = vec![Change::PutSnapshot(snapshot)];
             if let Some(token) = &req.client_token {

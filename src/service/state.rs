@@ -3,7 +3,7 @@
 //! It is rebuilt from the store at start-up and changed only by [`State::apply`], with
 //! the same [`Change`]s that were just committed to the store.
 
-use super::model::{ExportTask, Image, ImportTask, Snapshot};
+use super::model::{ExportTask, Image, ImportTask, Snapshot, Volume};
 use crate::store::{Change, ClientTokenRecord, LoadedRecord, Store};
 use compact_str::CompactString;
 use hashbrown::hash_table::{Entry, HashTable};
@@ -75,6 +75,8 @@ pub struct State {
     pub images: BTreeMap<CompactString, Arc<Image>>,
     /// Snapshots by id (ordered).
     pub snapshots: BTreeMap<String, Arc<Snapshot>>,
+    /// Volumes by id (ordered).
+    pub volumes: BTreeMap<String, Arc<Volume>>,
     /// Images by (region, owner, name): names are unique per account and region.
     pub image_names: NameIndex,
     /// snapshot id → ids of images whose block device mappings use it.
@@ -96,6 +98,11 @@ impl State {
         let loaded = store.load_all(|record| match record {
             LoadedRecord::Snapshot(snapshot) => state.put_snapshot(snapshot),
             LoadedRecord::Image(image) => state.put_image(image),
+            LoadedRecord::Volume(volume) => {
+                state
+                    .volumes
+                    .insert(volume.volume_id.clone(), Arc::new(volume));
+            }
         })?;
         for token in loaded.client_tokens {
             state.apply(&Change::PutClientToken(token));
@@ -114,7 +121,9 @@ impl State {
 
     /// True if a live resource has this id.
     pub fn contains_id(&self, id: &str) -> bool {
-        self.images.contains_key(id) || self.snapshots.contains_key(id)
+        self.images.contains_key(id)
+            || self.snapshots.contains_key(id)
+            || self.volumes.contains_key(id)
     }
 
     /// Applies one committed change.
@@ -128,6 +137,13 @@ impl State {
             Change::PutImage(image) => self.put_image(image.clone()),
             Change::DeleteImage(id) => self.remove_image(id),
             Change::PutSnapshot(snapshot) => self.put_snapshot(snapshot.clone()),
+            Change::PutVolume(volume) => {
+                self.volumes
+                    .insert(volume.volume_id.clone(), Arc::new(volume.clone()));
+            }
+            Change::DeleteVolume(id) => {
+                self.volumes.remove(id);
+            }
             Change::DeleteSnapshot(id) => {
                 self.snapshots.remove(id);
             }

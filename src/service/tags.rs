@@ -113,6 +113,7 @@ pub fn tags_for_new_resource(
 enum Taggable {
     Image(Box<super::model::Image>),
     Snapshot(Box<super::model::Snapshot>),
+    Volume(Box<super::model::Volume>),
 }
 
 fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggable> {
@@ -123,6 +124,15 @@ fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggab
         Some("snap") => Ok(Taggable::Snapshot(Box::new(
             (**visible_snapshot(state, ctx, id)?).clone(),
         ))),
+        Some("vol") => {
+            super::volumes::check_volume_id(id)?;
+            let volume = state
+                .volumes
+                .get(id)
+                .filter(|v| v.region == ctx.region && v.owner_id == ctx.account_id())
+                .ok_or_else(|| Error::InvalidVolumeNotFound(id.to_string()))?;
+            Ok(Taggable::Volume(Box::new((**volume).clone())))
+        }
         _ => Err(Error::InvalidId(id.to_string())),
     }
 }
@@ -132,6 +142,7 @@ impl Taggable {
         match self {
             Taggable::Image(i) => &mut i.tags,
             Taggable::Snapshot(s) => &mut s.tags,
+            Taggable::Volume(v) => &mut v.tags,
         }
     }
 
@@ -139,6 +150,7 @@ impl Taggable {
         match self {
             Taggable::Image(i) => Change::PutImage(*i),
             Taggable::Snapshot(s) => Change::PutSnapshot(*s),
+            Taggable::Volume(v) => Change::PutVolume(*v),
         }
     }
 }
@@ -237,9 +249,14 @@ impl Service {
             .values()
             .filter(|s| s.region == ctx.region && super::snapshots::can_restore(s, me))
             .map(|s| (s.snapshot_id.as_str(), "snapshot", s.tags.of(me)));
+        let volumes = state
+            .volumes
+            .values()
+            .filter(|v| v.region == ctx.region && v.owner_id == me)
+            .map(|v| (v.volume_id.as_str(), "volume", v.tags.of(me)));
         // Rows are keyed "resource-id key" so pages follow a stable order.
         let mut rows: Vec<(String, TagDescription)> = Vec::new();
-        for (resource_id, resource_type, tags) in images.chain(snapshots) {
+        for (resource_id, resource_type, tags) in images.chain(snapshots).chain(volumes) {
             for (key, value) in tags.iter() {
                 let row = TagDescription {
                     resource_id: resource_id.to_string(),

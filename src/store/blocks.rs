@@ -423,4 +423,58 @@ mod tests {
             }
         );
     }
+
+    fn volume(id: &str, base: &str) -> crate::service::model::Volume {
+        serde_json::from_value(serde_json::json!({
+            "volume_id": id, "region": "us-east-1", "availability_zone": "us-east-1a",
+            "owner_id": "111111111111", "size": 1, "snapshot_id": base,
+            "base_snapshot_id": base, "volume_type": "gp2", "iops": 100, "throughput": null,
+            "encrypted": false, "kms_key_id": null, "multi_attach_enabled": false,
+            "state": "available", "create_time": "2026-11-24T00:00:00.000Z",
+            "modification": null, "tags": {}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn delete_snapshot_used_by_volume_keeps_blocks_until_volume_deleted() {
+        let (_d, s) = store();
+        s.add_pending_blocks("snap-a", &[(0, h(1), Some(10))])
+            .unwrap();
+        seal(&s, "snap-a", None);
+        s.apply(&[Change::PutVolume(volume("vol-1", "snap-a"))])
+            .unwrap();
+        s.apply(&[Change::DeleteSnapshot("snap-a".into())]).unwrap();
+        assert!(s.collectable_blocks().unwrap().is_empty());
+        assert_eq!(s.block_at("snap-a", 0).unwrap(), Some(h(1)));
+        s.apply(&[Change::DeleteVolume("vol-1".into())]).unwrap();
+        assert_eq!(s.collectable_blocks().unwrap(), vec![h(1)]);
+        assert_eq!(s.block_at("snap-a", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn delete_volume_of_live_snapshot_keeps_snapshot_blocks() {
+        let (_d, s) = store();
+        s.add_pending_blocks("snap-a", &[(0, h(1), Some(10))])
+            .unwrap();
+        seal(&s, "snap-a", None);
+        let snapshot: crate::service::model::Snapshot = serde_json::from_value(serde_json::json!({
+            "snapshot_id": "snap-a", "region": "us-east-1", "owner_id": "111111111111",
+            "volume_id": "vol-ffffffff", "volume_size": 1, "description": "",
+            "state": "completed", "state_message": null,
+            "start_time": "2026-11-24T00:00:00.000Z", "completion_time": null,
+            "progress": "100%", "encrypted": false, "kms_key_id": null,
+            "parent_snapshot_id": null, "copy_source": null,
+            "create_volume_permissions": [], "tags": {}
+        }))
+        .unwrap();
+        s.apply(&[
+            Change::PutSnapshot(snapshot),
+            Change::PutVolume(volume("vol-1", "snap-a")),
+        ])
+        .unwrap();
+        s.apply(&[Change::DeleteVolume("vol-1".into())]).unwrap();
+        assert!(s.collectable_blocks().unwrap().is_empty());
+        assert_eq!(s.block_at("snap-a", 0).unwrap(), Some(h(1)));
+    }
 }

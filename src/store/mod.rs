@@ -12,8 +12,8 @@ mod schema;
 pub use blocks::{BlockRef, BlockUsage};
 
 use crate::error::{Error, Result};
-use crate::service::model::{AccessKey, Account, ExportTask, Image, ImportTask, Snapshot};
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::service::model::{AccessKey, Account, ExportTask, Image, ImportTask, Snapshot, Volume};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -30,9 +30,15 @@ pub enum Change {
     DeleteImage(String),
     /// Insert or replace a snapshot.
     PutSnapshot(Snapshot),
-    /// Remove a snapshot (its id stays issued), its block map and its pending blocks,
-    /// releasing its block references.
+    /// Remove a snapshot (its id stays issued) and its pending blocks; its block map and
+    /// block references go too, unless a volume still reads through the map (then they go
+    /// with the last such volume).
     DeleteSnapshot(String),
+    /// Insert or replace a volume.
+    PutVolume(Volume),
+    /// Remove a volume; the block map it read through is released if its snapshot is gone
+    /// and no other volume uses it.
+    DeleteVolume(String),
     /// Seal a pending snapshot's blocks: its map becomes the parent's map overlaid with the
     /// blocks written to it, and every block it holds gains a reference.
     SealSnapshotBlocks {
@@ -94,6 +100,8 @@ pub enum LoadedRecord {
     Image(Image),
     /// A snapshot.
     Snapshot(Snapshot),
+    /// A volume.
+    Volume(Volume),
 }
 
 /// Everything loaded at start-up besides images and snapshots (see [`Store::load_all`]).
@@ -175,6 +183,12 @@ impl Store {
         while let Some(row) = rows.next()? {
             let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             record(LoadedRecord::Image(serde_json::from_str(doc)?));
+        }
+        let mut stmt = conn.prepare("SELECT doc FROM volumes")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            record(LoadedRecord::Volume(serde_json::from_str(doc)?));
         }
         let mut stmt = conn.prepare("SELECT doc FROM export_tasks")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -360,8 +374,35 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
         }
         Change::DeleteSnapshot(id) => {
             tx.execute("DELETE FROM snapshots WHERE snapshot_id = ?1", [id])?;
-            blocks::release_map(tx, id)?;
+            if !map_in_use_by_volume(tx, id)? {
+                blocks::release_map(tx, id)?;
+            }
             tx.execute("DELETE FROM pending_blocks WHERE snapshot_id = ?1", [id])?;
+        }
+        Change::PutVolume(volume) => {
+            let previous_base = volume_base(tx, &volume.volume_id)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO volumes (volume_id, region, owner_id, base_snapshot_id, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    volume.volume_id,
+                    volume.region,
+                    volume.owner_id,
+                    volume.base_snapshot_id,
+                    serde_json::to_string(volume)?
+                ],
+            )?;
+            if let Some(old) = previous_base.filter(|b| Some(b) != volume.base_snapshot_id.as_ref())
+            {
+                release_orphaned_map(tx, &old)?;
+            }
+        }
+        Change::DeleteVolume(id) => {
+            let base = volume_base(tx, id)?;
+            tx.execute("DELETE FROM volumes WHERE volume_id = ?1", [id])?;
+            if let Some(base) = base {
+                release_orphaned_map(tx, &base)?;
+            }
         }
         Change::SealSnapshotBlocks {
             snapshot_id,
@@ -411,6 +452,41 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
                 params![account_id, region, *enabled as i64],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// True if a volume reads through the block map of `snapshot_id`.
+fn map_in_use_by_volume(tx: &Transaction<'_>, snapshot_id: &str) -> Result<bool> {
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM volumes WHERE base_snapshot_id = ?1",
+        [snapshot_id],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// The snapshot whose map a stored volume reads through.
+fn volume_base(tx: &Transaction<'_>, volume_id: &str) -> Result<Option<String>> {
+    Ok(tx
+        .query_row(
+            "SELECT base_snapshot_id FROM volumes WHERE volume_id = ?1",
+            [volume_id],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// Releases the block map of a deleted snapshot once no volume reads through it.
+fn release_orphaned_map(tx: &Transaction<'_>, snapshot_id: &str) -> Result<()> {
+    let snapshot_exists: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM snapshots WHERE snapshot_id = ?1",
+        [snapshot_id],
+        |r| r.get(0),
+    )?;
+    if snapshot_exists == 0 && !map_in_use_by_volume(tx, snapshot_id)? {
+        blocks::release_map(tx, snapshot_id)?;
     }
     Ok(())
 }

@@ -85,6 +85,16 @@ const MIGRATIONS: &[&str] = &[
         owner_id TEXT NOT NULL,
         doc TEXT NOT NULL
     );",
+    // 5: volumes. `base_snapshot_id` is a column so that deleting a snapshot can tell
+    // whether a volume still reads through its block map.
+    "CREATE TABLE volumes (
+        volume_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        base_snapshot_id TEXT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX volumes_by_base ON volumes (base_snapshot_id);",
 ];
 
 /// Brings the database to the newest schema version, each step in its own transaction.

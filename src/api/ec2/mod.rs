@@ -6,6 +6,7 @@ mod import;
 mod regions;
 mod snapshots;
 mod tags;
+mod volumes;
 
 use super::query::Params;
 use super::xml::XmlWriter;
@@ -87,6 +88,15 @@ pub const ACTIONS: &[(&str, Handler)] = &[
         "DisableImageBlockPublicAccess",
         images::disable_image_block_public_access,
     ),
+    ("CreateVolume", volumes::create_volume),
+    ("DescribeVolumes", volumes::describe_volumes),
+    ("DeleteVolume", volumes::delete_volume),
+    ("ModifyVolume", volumes::modify_volume),
+    (
+        "DescribeVolumesModifications",
+        volumes::describe_volumes_modifications,
+    ),
+    ("CreateSnapshot", volumes::create_snapshot),
     ("DescribeSnapshots", snapshots::describe_snapshots),
     ("DeleteSnapshot", snapshots::delete_snapshot),
     ("CopySnapshot", snapshots::copy_snapshot),

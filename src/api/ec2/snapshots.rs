@@ -29,8 +29,18 @@ pub fn describe_snapshots(call: &Call<'_>) -> Result<String> {
 }
 
 fn write_snapshot(call: &Call<'_>, w: &mut crate::api::xml::XmlWriter, s: &Snapshot) {
-    w.open("item")
-        .leaf("snapshotId", &s.snapshot_id)
+    w.open("item");
+    write_snapshot_fields(call, w, s);
+    w.close("item");
+}
+
+/// A snapshot's fields (inside `<item>` in lists, at the top of CreateSnapshot's answer).
+pub(crate) fn write_snapshot_fields(
+    call: &Call<'_>,
+    w: &mut crate::api::xml::XmlWriter,
+    s: &Snapshot,
+) {
+    w.leaf("snapshotId", &s.snapshot_id)
         .leaf("volumeId", &s.volume_id)
         .leaf("status", s.state.as_str())
         .opt_leaf("statusMessage", s.state_message.as_deref())
@@ -47,7 +57,6 @@ fn write_snapshot(call: &Call<'_>, w: &mut crate::api::xml::XmlWriter, s: &Snaps
         .leaf("transferType", "standard")
         .leaf("sseType", if s.encrypted { "sse-ebs" } else { "none" });
     write_tag_set(w, s.tags.of(call.ctx.account_id()));
-    w.close("item");
 }
 
 /// DeleteSnapshot.

@@ -1,0 +1,611 @@
+//! Volumes: CreateVolume, DescribeVolumes, DeleteVolume, ModifyVolume,
+//! DescribeVolumesModifications, and CreateSnapshot of a volume.
+//!
+//! A volume is created in constant time: its record names the snapshot whose block map it
+//! reads through, and no block is copied (the store keeps that map while the volume exists,
+//! even if the snapshot is deleted). Its bytes are served by [`crate::volumes`] once it is
+//! attached; until volumes can be attached, a volume holds exactly its source's blocks.
+
+use super::filters::{bool_value, tag_filter_values, Filter, Filters, RawFilter};
+use super::images::VOLUME_TYPES;
+use super::model::{Snapshot, SnapshotState, Volume, VolumeModification, VolumeState};
+use super::pagination::PageRequest;
+use super::regions::zones_of;
+use super::snapshots::visible_snapshot;
+use super::state::State;
+use super::tags::{tags_for_new_resource, TagSpecification};
+use super::{ids, time, RequestContext, Service};
+use crate::error::{Error, Result};
+use crate::store::Change;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Parameters of CreateVolume.
+#[derive(Debug, Clone, Default)]
+pub struct CreateVolumeRequest {
+    /// Zone of the caller's region.
+    pub availability_zone: Option<String>,
+    /// Size in GiB (defaults to the snapshot's).
+    pub size: Option<i64>,
+    /// Source snapshot.
+    pub snapshot_id: Option<String>,
+    /// gp2 (default), gp3, io1, io2, st1, sc1, standard.
+    pub volume_type: Option<String>,
+    /// Provisioned IOPS (io1, io2, gp3).
+    pub iops: Option<i64>,
+    /// Throughput in MiB/s (gp3).
+    pub throughput: Option<i64>,
+    /// Encrypt the volume (recorded).
+    pub encrypted: bool,
+    /// KMS key (recorded).
+    pub kms_key_id: Option<String>,
+    /// Multi-attach (io1/io2 only).
+    pub multi_attach_enabled: bool,
+    /// Tags for the volume.
+    pub tag_specifications: Vec<TagSpecification>,
+}
+
+/// Parameters of DescribeVolumes.
+#[derive(Debug, Clone, Default)]
+pub struct DescribeVolumesRequest {
+    /// Explicit volume ids.
+    pub volume_ids: Vec<String>,
+    /// Filters.
+    pub filters: Vec<RawFilter>,
+    /// Page size.
+    pub max_results: Option<i64>,
+    /// Continuation token.
+    pub next_token: Option<String>,
+}
+
+/// Parameters of ModifyVolume.
+#[derive(Debug, Clone, Default)]
+pub struct ModifyVolumeRequest {
+    /// The volume.
+    pub volume_id: String,
+    /// New size in GiB (not smaller).
+    pub size: Option<i64>,
+    /// New type.
+    pub volume_type: Option<String>,
+    /// New IOPS.
+    pub iops: Option<i64>,
+    /// New throughput.
+    pub throughput: Option<i64>,
+}
+
+/// A volume id and its latest modification (a row of DescribeVolumesModifications).
+pub type VolumeModificationRow = (String, VolumeModification);
+
+const VOLUME_FILTERS: &[&str] = &[
+    "attachment.attach-time",
+    "attachment.delete-on-termination",
+    "attachment.device",
+    "attachment.instance-id",
+    "attachment.status",
+    "availability-zone",
+    "create-time",
+    "encrypted",
+    "fast-restored",
+    "multi-attach-enabled",
+    "size",
+    "snapshot-id",
+    "status",
+    "volume-id",
+    "volume-type",
+];
+
+const MODIFICATION_FILTERS: &[&str] = &[
+    "modification-state",
+    "original-size",
+    "original-volume-type",
+    "original-iops",
+    "original-throughput",
+    "start-time",
+    "target-size",
+    "target-volume-type",
+    "target-iops",
+    "target-throughput",
+    "volume-id",
+];
+
+/// Validates a volume id's shape.
+pub fn check_volume_id(id: &str) -> Result<()> {
+    if ids::is_well_formed(id, "vol") {
+        Ok(())
+    } else {
+        Err(Error::InvalidVolumeIdMalformed(id.to_string()))
+    }
+}
+
+/// The volume, if the caller owns it in this region (volumes are never shared).
+fn owned_volume<'s>(state: &'s State, ctx: &RequestContext, id: &str) -> Result<&'s Arc<Volume>> {
+    check_volume_id(id)?;
+    state
+        .volumes
+        .get(id)
+        .filter(|v| v.region == ctx.region && v.owner_id == ctx.account_id())
+        .ok_or_else(|| Error::InvalidVolumeNotFound(id.to_string()))
+}
+
+/// Size limits of a volume type, GiB.
+fn size_limits(volume_type: &str) -> (i64, i64) {
+    match volume_type {
+        "standard" => (1, 1024),
+        "io1" => (4, 16_384),
+        "io2" => (4, 65_536),
+        "st1" | "sc1" => (125, 16_384),
+        _ => (1, 16_384),
+    }
+}
+
+/// Checks type, size, IOPS and throughput together, and fills the defaults AWS reports:
+/// gp2 gets 3 IOPS per GiB (100..16,000), gp3 3,000 IOPS and 125 MiB/s.
+fn settle_performance(
+    volume_type: &str,
+    size: i64,
+    iops: Option<i64>,
+    throughput: Option<i64>,
+) -> Result<(Option<i64>, Option<i64>)> {
+    if !VOLUME_TYPES.contains(&volume_type) {
+        return Err(Error::InvalidParameterValue(format!(
+            "Value ({volume_type}) for parameter volumeType is invalid. Expected one of: {}",
+            VOLUME_TYPES.join(", ")
+        )));
+    }
+    let (min, max) = size_limits(volume_type);
+    if !(min..=max).contains(&size) {
+        return Err(Error::InvalidParameterValue(format!(
+            "Volume of {size}GiB is out of range for {volume_type}: {min}-{max}GiB"
+        )));
+    }
+    if throughput.is_some() && volume_type != "gp3" {
+        return Err(Error::InvalidParameterCombination(format!(
+            "The parameter throughput is not supported for {volume_type} volumes."
+        )));
+    }
+    match (volume_type, iops) {
+        ("io1" | "io2", None) => Err(Error::MissingParameter("iops".into())),
+        ("io1" | "io2" | "gp3", Some(n)) if n < 100 => Err(Error::InvalidParameterValue(format!(
+            "Iops {n} is below the minimum of 100"
+        ))),
+        ("io1" | "io2", Some(n)) => Ok((Some(n), None)),
+        ("gp3", n) => Ok((Some(n.unwrap_or(3000)), Some(throughput.unwrap_or(125)))),
+        (_, Some(_)) => Err(Error::InvalidParameterCombination(format!(
+            "The parameter iops is not supported for {volume_type} volumes."
+        ))),
+        ("gp2", None) => Ok((Some((size * 3).clamp(100, 16_000)), None)),
+        (_, None) => Ok((None, None)),
+    }
+}
+
+impl Service {
+    /// CreateVolume: a volume from a snapshot (no data copied) or an empty one.
+    pub fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        req: &CreateVolumeRequest,
+    ) -> Result<Arc<Volume>> {
+        let zone = req
+            .availability_zone
+            .clone()
+            .ok_or_else(|| Error::MissingParameter("AvailabilityZone".into()))?;
+        if !zones_of(&ctx.region).iter().any(|z| z.zone_name == zone) {
+            return Err(Error::InvalidAvailabilityZone(zone));
+        }
+        if req.size.is_none() && req.snapshot_id.is_none() {
+            return Err(Error::MissingParameter("size or snapshotId".into()));
+        }
+        let tags = tags_for_new_resource(ctx, &req.tag_specifications, "volume", &["volume"])?;
+        let volume_type = req.volume_type.clone().unwrap_or_else(|| "gp2".into());
+        if req.multi_attach_enabled && !matches!(volume_type.as_str(), "io1" | "io2") {
+            return Err(Error::InvalidParameterCombination(
+                "Multi-attach is supported only for io1 and io2 volumes".into(),
+            ));
+        }
+        let id = self.write(|state, issuer| {
+            let snapshot = match &req.snapshot_id {
+                Some(sid) => {
+                    let s = visible_snapshot(state, ctx, sid)?;
+                    if s.state != SnapshotState::Completed {
+                        return Err(Error::IncorrectState(format!(
+                            "Snapshot is in invalid state - {}",
+                            s.state.as_str()
+                        )));
+                    }
+                    Some(s.clone())
+                }
+                None => None,
+            };
+            let size = req
+                .size
+                .or(snapshot.as_ref().map(|s| s.volume_size))
+                .unwrap_or(0);
+            if let Some(s) = &snapshot {
+                if size < s.volume_size {
+                    return Err(Error::InvalidParameterValue(format!(
+                        "Volume of {size}GiB is too small; minimum is {}GiB.",
+                        s.volume_size
+                    )));
+                }
+            }
+            let (iops, throughput) =
+                settle_performance(&volume_type, size, req.iops, req.throughput)?;
+            ctx.finish_dry_run()?;
+            let volume_id = issuer.issue("vol")?;
+            let volume = Volume {
+                volume_id: volume_id.clone(),
+                region: ctx.region.clone(),
+                availability_zone: zone.clone(),
+                owner_id: ctx.account_id().to_string(),
+                size,
+                snapshot_id: snapshot.as_ref().map(|s| s.snapshot_id.clone()),
+                base_snapshot_id: snapshot.as_ref().map(|s| s.snapshot_id.clone()),
+                volume_type: volume_type.clone(),
+                iops,
+                throughput,
+                encrypted: req.encrypted || snapshot.as_ref().is_some_and(|s| s.encrypted),
+                kms_key_id: req.kms_key_id.clone(),
+                multi_attach_enabled: req.multi_attach_enabled,
+                state: VolumeState::Creating,
+                create_time: time::now_string(),
+                modification: None,
+                tags: tags.clone(),
+            };
+            Ok((vec![Change::PutVolume(volume)], volume_id))
+        })?;
+        let state = self.read()?;
+        state
+            .volumes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InternalError(format!("volume {id} vanished")))
+    }
+
+    /// DescribeVolumes: the caller's volumes in the region that match, one page of them.
+    pub fn describe_volumes(
+        &self,
+        ctx: &RequestContext,
+        req: &DescribeVolumesRequest,
+    ) -> Result<(Vec<Arc<Volume>>, Option<String>)> {
+        let page = PageRequest::parse(
+            req.max_results,
+            req.next_token.as_deref(),
+            !req.volume_ids.is_empty(),
+            5,
+        )?;
+        let filters = Filters::compile(&req.filters, VOLUME_FILTERS, true)?;
+        for id in &req.volume_ids {
+            check_volume_id(id)?;
+        }
+        ctx.finish_dry_run()?;
+        let state = self.read()?;
+        let selected = |v: &Volume| -> bool {
+            v.region == ctx.region
+                && v.owner_id == ctx.account_id()
+                && filters.matches(|f| volume_filter_values(v, f, ctx))
+        };
+        if !req.volume_ids.is_empty() {
+            let wanted: BTreeSet<&String> = req.volume_ids.iter().collect();
+            let mut found = Vec::new();
+            for id in wanted {
+                let v = owned_volume(&state, ctx, id)?;
+                if selected(v) {
+                    found.push(v.clone());
+                }
+            }
+            return Ok((found, None));
+        }
+        Ok(page.take_from(&state.volumes, |v| selected(v)))
+    }
+
+    /// DeleteVolume: only an available volume; its block map reference goes with it.
+    pub fn delete_volume(&self, ctx: &RequestContext, volume_id: &str) -> Result<()> {
+        self.write(|state, _| {
+            let v = owned_volume(state, ctx, volume_id)?;
+            match v.state {
+                VolumeState::Available | VolumeState::Error | VolumeState::Creating => {}
+                VolumeState::InUse => {
+                    return Err(Error::VolumeInUse(
+                        volume_id.to_string(),
+                        "an instance".to_string(),
+                    ))
+                }
+                VolumeState::Deleting => {
+                    return Err(Error::IncorrectState(format!(
+                        "The volume '{volume_id}' is already being deleted"
+                    )))
+                }
+            }
+            ctx.finish_dry_run()?;
+            Ok((vec![Change::DeleteVolume(volume_id.to_string())], ()))
+        })
+    }
+
+    /// ModifyVolume: grow, change type or performance; the modification completes in the
+    /// background (DescribeVolumesModifications follows it).
+    pub fn modify_volume(
+        &self,
+        ctx: &RequestContext,
+        req: &ModifyVolumeRequest,
+    ) -> Result<(String, VolumeModification)> {
+        self.write(|state, _| {
+            let v = owned_volume(state, ctx, &req.volume_id)?;
+            if v.state != VolumeState::Available && v.state != VolumeState::InUse {
+                return Err(Error::IncorrectState(format!(
+                    "Volume {} is in state {} and cannot be modified",
+                    v.volume_id,
+                    v.state.as_str()
+                )));
+            }
+            if v.modification
+                .as_ref()
+                .is_some_and(|m| m.state != "completed" && m.state != "failed")
+            {
+                return Err(Error::IncorrectState(format!(
+                    "Volume {} is already being modified",
+                    v.volume_id
+                )));
+            }
+            if req.size.is_none()
+                && req.volume_type.is_none()
+                && req.iops.is_none()
+                && req.throughput.is_none()
+            {
+                return Err(Error::MissingParameter(
+                    "Size, VolumeType, Iops or Throughput".into(),
+                ));
+            }
+            let size = req.size.unwrap_or(v.size);
+            if size < v.size {
+                return Err(Error::InvalidParameterValue(format!(
+                    "New size ({size}GiB) cannot be smaller than the existing size ({}GiB)",
+                    v.size
+                )));
+            }
+            let volume_type = req
+                .volume_type
+                .clone()
+                .unwrap_or_else(|| v.volume_type.clone());
+            let keep_performance = volume_type == v.volume_type;
+            let (iops, throughput) = settle_performance(
+                &volume_type,
+                size,
+                req.iops.or(if keep_performance && volume_type != "gp2" {
+                    v.iops
+                } else {
+                    None
+                }),
+                req.throughput
+                    .or(if keep_performance { v.throughput } else { None }),
+            )?;
+            ctx.finish_dry_run()?;
+            let modification = VolumeModification {
+                state: "modifying".into(),
+                original_size: v.size,
+                target_size: size,
+                original_volume_type: v.volume_type.clone(),
+                target_volume_type: volume_type.clone(),
+                original_iops: v.iops,
+                target_iops: iops,
+                original_throughput: v.throughput,
+                target_throughput: throughput,
+                progress: 0,
+                start_time: time::now_string(),
+                end_time: None,
+            };
+            let mut changed = (**v).clone();
+            changed.size = size;
+            changed.volume_type = volume_type;
+            changed.iops = iops;
+            changed.throughput = throughput;
+            changed.modification = Some(modification.clone());
+            Ok((
+                vec![Change::PutVolume(changed)],
+                (req.volume_id.clone(), modification),
+            ))
+        })
+    }
+
+    /// DescribeVolumesModifications: the latest modification of each of the caller's volumes.
+    pub fn describe_volumes_modifications(
+        &self,
+        ctx: &RequestContext,
+        volume_ids: &[String],
+        filters: &[RawFilter],
+        max_results: Option<i64>,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<VolumeModificationRow>, Option<String>)> {
+        let page = PageRequest::parse(max_results, next_token, false, 5)?;
+        let filters = Filters::compile(filters, MODIFICATION_FILTERS, false)?;
+        for id in volume_ids {
+            check_volume_id(id)?;
+        }
+        ctx.finish_dry_run()?;
+        let state = self.read()?;
+        for id in volume_ids {
+            owned_volume(&state, ctx, id)?;
+        }
+        let rows = state.volumes.values().filter_map(|v| {
+            let m = v.modification.as_ref()?;
+            let wanted = (volume_ids.is_empty() || volume_ids.contains(&v.volume_id))
+                && v.region == ctx.region
+                && v.owner_id == ctx.account_id()
+                && filters.matches(|f| modification_filter_values(&v.volume_id, m, f));
+            wanted.then(|| (v.volume_id.clone(), (v.volume_id.clone(), m.clone())))
+        });
+        let after = page.after.clone();
+        Ok(page.take(rows.filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))))
+    }
+
+    /// CreateSnapshot of a volume: a pending snapshot of the volume's current blocks that
+    /// completes in the background. Until volumes can be attached and written, those are
+    /// exactly the blocks of the snapshot the volume reads through, so the snapshot shares
+    /// that map (no block is copied or hashed again).
+    pub fn create_snapshot(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+        description: Option<&str>,
+        tag_specifications: &[TagSpecification],
+    ) -> Result<Arc<Snapshot>> {
+        let tags = tags_for_new_resource(ctx, tag_specifications, "snapshot", &["snapshot"])?;
+        if description.is_some_and(|d| d.chars().count() > 255) {
+            return Err(Error::InvalidParameterValue(
+                "The description may be at most 255 characters".into(),
+            ));
+        }
+        let id = self.write(|state, issuer| {
+            let v = owned_volume(state, ctx, volume_id)?;
+            if v.state != VolumeState::Available && v.state != VolumeState::InUse {
+                return Err(Error::IncorrectState(format!(
+                    "Volume {volume_id} is in state {} and cannot be snapshotted",
+                    v.state.as_str()
+                )));
+            }
+            ctx.finish_dry_run()?;
+            let snapshot_id = issuer.issue("snap")?;
+            let snapshot = Snapshot {
+                snapshot_id: snapshot_id.clone(),
+                region: ctx.region.clone(),
+                owner_id: ctx.account_id().to_string(),
+                volume_id: v.volume_id.clone(),
+                volume_size: v.size,
+                description: description.unwrap_or_default().to_string(),
+                state: SnapshotState::Pending,
+                state_message: None,
+                start_time: time::now_string(),
+                completion_time: None,
+                progress: "0%".into(),
+                encrypted: v.encrypted,
+                kms_key_id: v.kms_key_id.clone(),
+                parent_snapshot_id: None,
+                copy_source: None,
+                create_volume_permissions: Vec::new(),
+                tags: tags.clone(),
+                expires_at_ms: None,
+                importing: false,
+                taken_from_volume: true,
+            };
+            let mut changes = vec![Change::PutSnapshot(snapshot)];
+            if let Some(base) = &v.base_snapshot_id {
+                changes.push(Change::CopySnapshotBlocks {
+                    from: base.clone(),
+                    to: snapshot_id.clone(),
+                });
+            }
+            Ok((changes, snapshot_id))
+        })?;
+        let state = self.read()?;
+        state
+            .snapshots
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InternalError(format!("snapshot {id} vanished")))
+    }
+
+    /// Background work of volumes: `creating` → `available` and modifications →
+    /// `completed`, after the configured delay. Returns how many records changed.
+    pub fn complete_volume_work(&self) -> Result<usize> {
+        let now = time::now_ms();
+        let delay = self.config().copy_delay_ms;
+        let due = |since: &str| time::parse_ms(since).map_or(true, |t| now - t >= delay);
+        self.write(|state, _| {
+            let mut changes = Vec::new();
+            for v in state.volumes.values() {
+                let creating = v.state == VolumeState::Creating && due(&v.create_time);
+                let modifying = v
+                    .modification
+                    .as_ref()
+                    .is_some_and(|m| m.state == "modifying" && due(&m.start_time));
+                if !creating && !modifying {
+                    continue;
+                }
+                let mut done = (**v).clone();
+                if creating {
+                    done.state = VolumeState::Available;
+                }
+                if let Some(m) = done.modification.as_mut().filter(|_| modifying) {
+                    m.state = "completed".into();
+                    m.progress = 100;
+                    m.end_time = Some(time::format_ms(now));
+                }
+                changes.push(Change::PutVolume(done));
+            }
+            let n = changes.len();
+            Ok((changes, n))
+        })
+    }
+}
+
+fn volume_filter_values(v: &Volume, f: &Filter, ctx: &RequestContext) -> Vec<String> {
+    if let Some(values) = tag_filter_values(f, v.tags.of(ctx.account_id())) {
+        return values;
+    }
+    match f.name.as_str() {
+        "availability-zone" => vec![v.availability_zone.clone()],
+        "create-time" => vec![v.create_time.clone()],
+        "encrypted" => vec![bool_value(v.encrypted)],
+        "fast-restored" => vec![bool_value(false)],
+        "multi-attach-enabled" => vec![bool_value(v.multi_attach_enabled)],
+        "size" => vec![v.size.to_string()],
+        "snapshot-id" => v.snapshot_id.iter().cloned().collect(),
+        "status" => vec![v.state.as_str().to_string()],
+        "volume-id" => vec![v.volume_id.clone()],
+        "volume-type" => vec![v.volume_type.clone()],
+        // Attachments arrive with instances.
+        _ => Vec::new(),
+    }
+}
+
+fn modification_filter_values(volume_id: &str, m: &VolumeModification, f: &Filter) -> Vec<String> {
+    let opt = |v: Option<i64>| v.map(|n| n.to_string()).into_iter().collect();
+    match f.name.as_str() {
+        "modification-state" => vec![m.state.clone()],
+        "original-size" => vec![m.original_size.to_string()],
+        "original-volume-type" => vec![m.original_volume_type.clone()],
+        "original-iops" => opt(m.original_iops),
+        "original-throughput" => opt(m.original_throughput),
+        "start-time" => vec![m.start_time.clone()],
+        "target-size" => vec![m.target_size.to_string()],
+        "target-volume-type" => vec![m.target_volume_type.clone()],
+        "target-iops" => opt(m.target_iops),
+        "target-throughput" => opt(m.target_throughput),
+        "volume-id" => vec![volume_id.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settle_performance_gp2_defaults_to_three_iops_per_gib() {
+        assert_eq!(
+            settle_performance("gp2", 10, None, None).unwrap(),
+            (Some(100), None)
+        );
+        assert_eq!(
+            settle_performance("gp2", 100, None, None).unwrap(),
+            (Some(300), None)
+        );
+    }
+
+    #[test]
+    fn settle_performance_io1_without_iops_fails_with_missing_parameter() {
+        let e = settle_performance("io1", 10, None, None).unwrap_err();
+        assert_eq!(e.code(), "MissingParameter");
+    }
+
+    #[test]
+    fn settle_performance_throughput_on_gp2_fails_with_combination_error() {
+        let e = settle_performance("gp2", 10, None, Some(200)).unwrap_err();
+        assert_eq!(e.code(), "InvalidParameterCombination");
+    }
+
+    #[test]
+    fn settle_performance_st1_below_minimum_size_fails() {
+        assert!(settle_performance("st1", 100, None, None).is_err());
+        assert!(settle_performance("st1", 125, None, None).is_ok());
+    }
+}
