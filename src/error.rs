@@ -90,6 +90,12 @@ pub enum Error {
     /// The volume is attached to an instance.
     #[error("Volume {0} is currently attached to {1}")]
     VolumeInUse(String, String),
+    /// A volume is being modified already.
+    #[error("{0}")]
+    IncorrectModificationState(String),
+    /// A volume has never been modified.
+    #[error("Modification for volume '{0}' does not exist.")]
+    InvalidVolumeModificationNotFound(String),
     /// An availability zone that the region does not have.
     #[error("Invalid availability zone: [{0}]")]
     InvalidAvailabilityZone(String),
@@ -154,6 +160,8 @@ impl Error {
             Error::InvalidVolumeNotFound(_) => "InvalidVolume.NotFound",
             Error::VolumeInUse(_, _) => "VolumeInUse",
             Error::InvalidAvailabilityZone(_) => "InvalidParameterValue",
+            Error::IncorrectModificationState(_) => "IncorrectModificationState",
+            Error::InvalidVolumeModificationNotFound(_) => "InvalidVolumeModification.NotFound",
             Error::InvalidBlockDeviceMapping(_) => "InvalidBlockDeviceMapping",
             Error::InvalidId(_) => "InvalidID",
             Error::TagLimitExceeded(_) => "TagLimitExceeded",

@@ -16,7 +16,7 @@ use super::state::State;
 use super::tags::{tags_for_new_resource, TagSpecification};
 use super::{ids, time, RequestContext, Service};
 use crate::error::{Error, Result};
-use crate::store::Change;
+use crate::store::{Change, ClientTokenRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -43,6 +43,8 @@ pub struct CreateVolumeRequest {
     pub multi_attach_enabled: bool,
     /// Tags for the volume.
     pub tag_specifications: Vec<TagSpecification>,
+    /// Idempotency token: a repeated call answers with the first call's volume.
+    pub client_token: Option<String>,
 }
 
 /// Parameters of DescribeVolumes.
@@ -202,7 +204,33 @@ impl Service {
                 "Multi-attach is supported only for io1 and io2 volumes".into(),
             ));
         }
+        // The token itself is not part of what must match on a retry.
+        let fingerprint = format!(
+            "{:?}",
+            CreateVolumeRequest {
+                client_token: None,
+                ..req.clone()
+            }
+        );
+        let token_key = req.client_token.as_ref().map(|token| {
+            (
+                ctx.account_id().to_string(),
+                ctx.region.clone(),
+                "CreateVolume".to_string(),
+                token.clone(),
+            )
+        });
         let id = self.write(|state, issuer| {
+            if let Some(record) = token_key.as_ref().and_then(|k| state.client_tokens.get(k)) {
+                if record.fingerprint != fingerprint {
+                    return Err(Error::IdempotentParameterMismatch(format!(
+                        "The client token {} was already used with different parameters",
+                        record.token
+                    )));
+                }
+                ctx.finish_dry_run()?;
+                return Ok((Vec::new(), record.resource_id.clone()));
+            }
             let snapshot = match &req.snapshot_id {
                 Some(sid) => {
                     let s = visible_snapshot(state, ctx, sid)?;
@@ -244,14 +272,28 @@ impl Service {
                 iops,
                 throughput,
                 encrypted: req.encrypted || snapshot.as_ref().is_some_and(|s| s.encrypted),
-                kms_key_id: req.kms_key_id.clone(),
+                kms_key_id: req
+                    .kms_key_id
+                    .clone()
+                    .or_else(|| snapshot.as_ref().and_then(|s| s.kms_key_id.clone())),
                 multi_attach_enabled: req.multi_attach_enabled,
                 state: VolumeState::Creating,
                 create_time: time::now_string(),
                 modification: None,
                 tags: tags.clone(),
             };
-            Ok((vec![Change::PutVolume(volume)], volume_id))
+            let mut changes = vec![Change::PutVolume(volume)];
+            if let Some((account_id, region, action, token)) = token_key.clone() {
+                changes.push(Change::PutClientToken(ClientTokenRecord {
+                    account_id,
+                    region,
+                    action,
+                    token,
+                    fingerprint: fingerprint.clone(),
+                    resource_id: volume_id.clone(),
+                }));
+            }
+            Ok((changes, volume_id))
         })?;
         let state = self.read()?;
         state
@@ -341,9 +383,13 @@ impl Service {
                 .as_ref()
                 .is_some_and(|m| m.state != "completed" && m.state != "failed")
             {
-                return Err(Error::IncorrectState(format!(
-                    "Volume {} is already being modified",
-                    v.volume_id
+                return Err(Error::IncorrectModificationState(format!(
+                    "Volume {} cannot be modified in modification state {}",
+                    v.volume_id,
+                    v.modification
+                        .as_ref()
+                        .map_or("", |m| m.state.as_str())
+                        .to_uppercase()
                 )));
             }
             if req.size.is_none()
@@ -423,7 +469,9 @@ impl Service {
         ctx.finish_dry_run()?;
         let state = self.read()?;
         for id in volume_ids {
-            owned_volume(&state, ctx, id)?;
+            if owned_volume(&state, ctx, id)?.modification.is_none() {
+                return Err(Error::InvalidVolumeModificationNotFound(id.clone()));
+            }
         }
         let rows = state.volumes.values().filter_map(|v| {
             let m = v.modification.as_ref()?;

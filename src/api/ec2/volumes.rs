@@ -21,6 +21,7 @@ pub fn create_volume(call: &Call<'_>) -> Result<String> {
         kms_key_id: p.string("KmsKeyId").filter(|s| !s.is_empty()),
         multi_attach_enabled: p.flag("MultiAttachEnabled")?,
         tag_specifications: p.tag_specifications()?,
+        client_token: p.string("ClientToken").filter(|s| !s.is_empty()),
     };
     let volume = call.service.create_volume(call.ctx, &req)?;
     let mut w = call.response();
