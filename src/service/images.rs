@@ -888,7 +888,9 @@ impl Service {
             let mut changes = Vec::new();
             let mut completed_snapshots = BTreeSet::new();
             for snapshot in state.snapshots.values() {
-                let background = snapshot.copy_source.is_some() || snapshot.taken_from_volume;
+                // A snapshot of a volume whose blocks are still being stored is not done.
+                let background = snapshot.copy_source.is_some()
+                    || (snapshot.taken_from_volume && !snapshot.importing);
                 if snapshot.state != SnapshotState::Pending || !background {
                     continue;
                 }

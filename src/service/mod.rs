@@ -106,6 +106,9 @@ pub struct Service {
     import_queue: Mutex<Vec<String>>,
     /// Export tasks waiting for a worker.
     export_queue: Mutex<Vec<String>>,
+    /// Volume data opened by this process (shared by CreateSnapshot and, later, the
+    /// hypervisor's NBD connection), by volume id.
+    open_volumes: Mutex<HashMap<String, Arc<Mutex<crate::volumes::cow::CowVolume>>>>,
     /// Key of block tokens, loaded from the store on first use.
     block_token_secret: std::sync::OnceLock<Vec<u8>>,
     state: RwLock<State>,
@@ -138,6 +141,7 @@ impl Service {
             import_queue: Mutex::new(Vec::new()),
             export_queue: Mutex::new(Vec::new()),
             block_token_secret: std::sync::OnceLock::new(),
+            open_volumes: Mutex::new(HashMap::new()),
             state: RwLock::new(state),
             write_gate: Mutex::new(()),
             aliases,

@@ -15,10 +15,15 @@ use super::snapshots::visible_snapshot;
 use super::state::State;
 use super::tags::{tags_for_new_resource, TagSpecification};
 use super::{ids, time, RequestContext, Service};
+use crate::blocks::{zero_block_hash, BlockHash};
 use crate::error::{Error, Result};
 use crate::store::{Change, ClientTokenRecord};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use crate::volumes::cow::CowVolume;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Bytes per GiB.
+const GIB: u64 = 1 << 30;
 
 /// Parameters of CreateVolume.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +186,80 @@ fn settle_performance(
 }
 
 impl Service {
+    /// Where a volume's overlay and dirty list live.
+    fn volume_dir(&self, volume_id: &str) -> std::path::PathBuf {
+        self.data_dir.join("volumes").join(volume_id)
+    }
+
+    /// The bytes of a volume, opened once per process and shared: the source map comes
+    /// from the store, the overlay from the volume's directory (created on first use).
+    pub fn volume_data(&self, volume_id: &str) -> Result<Arc<Mutex<CowVolume>>> {
+        let mut open = self
+            .open_volumes
+            .lock()
+            .map_err(|_| Error::InternalError("volume table poisoned".into()))?;
+        if let Some(v) = open.get(volume_id) {
+            return Ok(v.clone());
+        }
+        let volume = self
+            .read()?
+            .volumes
+            .get(volume_id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidVolumeNotFound(volume_id.to_string()))?;
+        let base = self.block_map(volume.base_snapshot_id.as_deref())?;
+        let data = CowVolume::open(
+            &self.volume_dir(volume_id),
+            volume.size as u64 * GIB,
+            base,
+            self.shared_blocks(),
+        )?;
+        let data = Arc::new(Mutex::new(data));
+        open.insert(volume_id.to_string(), data.clone());
+        Ok(data)
+    }
+
+    /// A completed snapshot's whole block map (none for no snapshot).
+    fn block_map(&self, snapshot_id: Option<&str>) -> Result<HashMap<u64, BlockHash>> {
+        let Some(id) = snapshot_id else {
+            return Ok(HashMap::new());
+        };
+        Ok(self
+            .store()
+            .snapshot_blocks(id, 0, i64::MAX)?
+            .into_iter()
+            .map(|b| (b.index as u64, b.hash))
+            .collect())
+    }
+
+    /// The volume's data if this process has it open or it was written before a restart
+    /// (its directory exists); `None` for a volume that was never written.
+    fn written_volume_data(&self, volume_id: &str) -> Result<Option<Arc<Mutex<CowVolume>>>> {
+        let is_open = self
+            .open_volumes
+            .lock()
+            .map_err(|_| Error::InternalError("volume table poisoned".into()))?
+            .contains_key(volume_id);
+        if is_open || self.volume_dir(volume_id).exists() {
+            self.volume_data(volume_id).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Forgets a deleted volume's data: closes it and removes its directory.
+    fn drop_volume_data(&self, volume_id: &str) {
+        if let Ok(mut open) = self.open_volumes.lock() {
+            open.remove(volume_id);
+        }
+        let dir = self.volume_dir(volume_id);
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("could not remove {}: {e}", dir.display());
+            }
+        }
+    }
+
     /// CreateVolume: a volume from a snapshot (no data copied) or an empty one.
     pub fn create_volume(
         &self,
@@ -360,7 +439,9 @@ impl Service {
             }
             ctx.finish_dry_run()?;
             Ok((vec![Change::DeleteVolume(volume_id.to_string())], ()))
-        })
+        })?;
+        self.drop_volume_data(volume_id);
+        Ok(())
     }
 
     /// ModifyVolume: grow, change type or performance; the modification completes in the
@@ -486,9 +567,11 @@ impl Service {
     }
 
     /// CreateSnapshot of a volume: a pending snapshot of the volume's current blocks that
-    /// completes in the background. Until volumes can be attached and written, those are
-    /// exactly the blocks of the snapshot the volume reads through, so the snapshot shares
-    /// that map (no block is copied or hashed again).
+    /// completes in the background. A volume never written shares its source map (no block
+    /// is read or hashed); otherwise only the blocks written since the volume's source are
+    /// hashed and stored, and the snapshot is its source's map overlaid with them. The volume
+    /// is held still while its written blocks are read, so the snapshot is crash-consistent;
+    /// afterwards the volume reads through the new snapshot.
     pub fn create_snapshot(
         &self,
         ctx: &RequestContext,
@@ -502,6 +585,11 @@ impl Service {
                 "The description may be at most 255 characters".into(),
             ));
         }
+        // Checked again under the gate below; this only decides which path to take.
+        owned_volume(&*self.read()?, ctx, volume_id)?;
+        let written = self
+            .written_volume_data(volume_id)?
+            .filter(|d| d.lock().is_ok_and(|d| d.dirty_blocks().next().is_some()));
         let id = self.write(|state, issuer| {
             let v = owned_volume(state, ctx, volume_id)?;
             if v.state != VolumeState::Available && v.state != VolumeState::InUse {
@@ -534,21 +622,92 @@ impl Service {
                 importing: false,
                 taken_from_volume: true,
             };
-            let mut changes = vec![Change::PutSnapshot(snapshot)];
-            if let Some(base) = &v.base_snapshot_id {
-                changes.push(Change::CopySnapshotBlocks {
-                    from: base.clone(),
-                    to: snapshot_id.clone(),
-                });
+            let mut changes = Vec::new();
+            match &written {
+                // Written blocks are stored below, outside the writer gate; until the map
+                // is sealed the snapshot counts as an unfinished import (a restart drops it).
+                Some(_) => {
+                    let mut snapshot = snapshot;
+                    snapshot.importing = true;
+                    snapshot.parent_snapshot_id = v.base_snapshot_id.clone();
+                    changes.push(Change::PutSnapshot(snapshot));
+                }
+                None => {
+                    changes.push(Change::PutSnapshot(snapshot));
+                    if let Some(base) = &v.base_snapshot_id {
+                        changes.push(Change::CopySnapshotBlocks {
+                            from: base.clone(),
+                            to: snapshot_id.clone(),
+                        });
+                    }
+                }
             }
             Ok((changes, snapshot_id))
         })?;
+        if let Some(data) = written {
+            self.store_written_blocks(volume_id, &id, &data)?;
+        }
         let state = self.read()?;
         state
             .snapshots
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::InternalError(format!("snapshot {id} vanished")))
+    }
+
+    /// Stores a volume's written blocks as the pending blocks of `snapshot_id`, seals the
+    /// snapshot over the volume's source, and makes it the volume's new source.
+    fn store_written_blocks(
+        &self,
+        volume_id: &str,
+        snapshot_id: &str,
+        data: &Mutex<CowVolume>,
+    ) -> Result<()> {
+        let mut data = data
+            .lock()
+            .map_err(|_| Error::InternalError("volume lock poisoned".into()))?;
+        // Flushed first: the snapshot must not hold bytes the volume could still lose.
+        data.flush()?;
+        let written: Vec<u64> = data.dirty_blocks().collect();
+        {
+            // Held from "block stored" to "pending row committed", as every writer does.
+            let _writer = self.blocks().writer_guard()?;
+            let mut rows = Vec::with_capacity(written.len());
+            for &index in &written {
+                let block = data.read_block(index)?;
+                let (hash, _) = self.blocks().put(&block)?;
+                let stored = (&hash != zero_block_hash()).then_some(block.len() as u64);
+                rows.push((index as i64, hash, stored));
+            }
+            self.store().add_pending_blocks(snapshot_id, &rows)?;
+        }
+        self.write(|state, _| {
+            let volume = state
+                .volumes
+                .get(volume_id)
+                .ok_or_else(|| Error::InvalidVolumeNotFound(volume_id.to_string()))?;
+            let mut snapshot = state
+                .snapshots
+                .get(snapshot_id)
+                .map(|s| (**s).clone())
+                .ok_or_else(|| Error::InternalError(format!("snapshot {snapshot_id} vanished")))?;
+            snapshot.importing = false;
+            let mut rebased = (**volume).clone();
+            rebased.base_snapshot_id = Some(snapshot_id.to_string());
+            Ok((
+                vec![
+                    Change::SealSnapshotBlocks {
+                        snapshot_id: snapshot_id.to_string(),
+                        parent: snapshot.parent_snapshot_id.clone(),
+                    },
+                    Change::PutSnapshot(snapshot),
+                    Change::PutVolume(rebased),
+                ],
+                (),
+            ))
+        })?;
+        let map = self.block_map(Some(snapshot_id))?;
+        data.rebase(map, &written)
     }
 
     /// Background work of volumes: `creating` → `available` and modifications →
@@ -626,6 +785,139 @@ fn modification_filter_values(volume_id: &str, m: &VolumeModification, f: &Filte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blocks::BLOCK_SIZE;
+    use crate::service::model::Account;
+    use crate::service::ServiceConfig;
+
+    fn service() -> (tempfile::TempDir, Service) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServiceConfig {
+            copy_delay_ms: 0,
+            ..ServiceConfig::default()
+        };
+        let svc = Service::open(dir.path(), config).unwrap();
+        (dir, svc)
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            account: Account {
+                account_id: "123456789012".into(),
+                name: "t".into(),
+                alias: None,
+                organization_arn: None,
+                organizational_unit_arn: None,
+            },
+            region: "us-east-1".into(),
+            dry_run: false,
+        }
+    }
+
+    fn available_volume(svc: &Service, snapshot_id: Option<&str>) -> String {
+        let v = svc
+            .create_volume(
+                &ctx(),
+                &CreateVolumeRequest {
+                    availability_zone: Some("us-east-1a".into()),
+                    size: Some(1),
+                    snapshot_id: snapshot_id.map(str::to_string),
+                    ..CreateVolumeRequest::default()
+                },
+            )
+            .unwrap();
+        svc.complete_volume_work().unwrap();
+        v.volume_id.clone()
+    }
+
+    fn completed_snapshot(svc: &Service, volume_id: &str) -> Arc<Snapshot> {
+        let s = svc.create_snapshot(&ctx(), volume_id, None, &[]).unwrap();
+        svc.complete_pending_work().unwrap();
+        svc.read()
+            .unwrap()
+            .snapshots
+            .get(&s.snapshot_id)
+            .unwrap()
+            .clone()
+    }
+
+    fn write(svc: &Service, volume_id: &str, offset: u64, byte: u8) {
+        let data = svc.volume_data(volume_id).unwrap();
+        data.lock()
+            .unwrap()
+            .write_at(offset, &[byte; 4096])
+            .unwrap();
+    }
+
+    #[test]
+    fn create_snapshot_of_written_volume_stores_only_written_blocks_incrementally() {
+        let (_dir, svc) = service();
+        let vol = available_volume(&svc, None);
+        write(&svc, &vol, 0, 0xA1);
+        write(&svc, &vol, 5 * BLOCK_SIZE as u64 + 7, 0xB2);
+        let first = completed_snapshot(&svc, &vol);
+        assert_eq!(first.state, SnapshotState::Completed);
+        let map = svc.block_map(Some(&first.snapshot_id)).unwrap();
+        assert_eq!(
+            map.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([0, 5])
+        );
+        // The volume now reads through the snapshot and has nothing left to store.
+        assert_eq!(
+            svc.volume_data(&vol)
+                .unwrap()
+                .lock()
+                .unwrap()
+                .dirty_blocks()
+                .count(),
+            0
+        );
+
+        write(&svc, &vol, 9 * BLOCK_SIZE as u64, 0xC3);
+        let second = completed_snapshot(&svc, &vol);
+        assert_eq!(
+            second.parent_snapshot_id.as_deref(),
+            Some(first.snapshot_id.as_str())
+        );
+        let map2 = svc.block_map(Some(&second.snapshot_id)).unwrap();
+        assert_eq!(
+            map2.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([0, 5, 9])
+        );
+        assert_eq!(
+            map2[&0], map[&0],
+            "unchanged blocks are shared, not stored again"
+        );
+    }
+
+    #[test]
+    fn volume_from_snapshot_of_written_volume_reads_written_bytes_after_source_deleted() {
+        let (_dir, svc) = service();
+        let vol = available_volume(&svc, None);
+        write(&svc, &vol, 3 * BLOCK_SIZE as u64 + 100, 0x5A);
+        let snap = completed_snapshot(&svc, &vol);
+        let copy = available_volume(&svc, Some(&snap.snapshot_id));
+        svc.delete_snapshot(&ctx(), &snap.snapshot_id).unwrap();
+        svc.delete_volume(&ctx(), &vol).unwrap();
+        svc.collect_garbage(false).unwrap();
+        let data = svc.volume_data(&copy).unwrap();
+        let mut buf = [0u8; 4];
+        data.lock()
+            .unwrap()
+            .read_at(3 * BLOCK_SIZE as u64 + 100, &mut buf)
+            .unwrap();
+        assert_eq!(buf, [0x5A; 4]);
+    }
+
+    #[test]
+    fn delete_written_volume_removes_its_directory() {
+        let (dir, svc) = service();
+        let vol = available_volume(&svc, None);
+        write(&svc, &vol, 0, 1);
+        let vol_dir = dir.path().join("volumes").join(&vol);
+        assert!(vol_dir.exists());
+        svc.delete_volume(&ctx(), &vol).unwrap();
+        assert!(!vol_dir.exists());
+    }
 
     #[test]
     fn settle_performance_gp2_defaults_to_three_iops_per_gib() {
