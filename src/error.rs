@@ -96,6 +96,9 @@ pub enum Error {
     /// A volume has never been modified.
     #[error("Modification for volume '{0}' does not exist.")]
     InvalidVolumeModificationNotFound(String),
+    /// An instance type Kiln does not offer.
+    #[error("The following supplied instance types do not exist: [{0}]")]
+    InvalidInstanceType(String),
     /// An availability zone that the region does not have.
     #[error("Invalid availability zone: [{0}]")]
     InvalidAvailabilityZone(String),
@@ -160,6 +163,7 @@ impl Error {
             Error::InvalidVolumeNotFound(_) => "InvalidVolume.NotFound",
             Error::VolumeInUse(_, _) => "VolumeInUse",
             Error::InvalidAvailabilityZone(_) => "InvalidParameterValue",
+            Error::InvalidInstanceType(_) => "InvalidInstanceType",
             Error::IncorrectModificationState(_) => "IncorrectModificationState",
             Error::InvalidVolumeModificationNotFound(_) => "InvalidVolumeModification.NotFound",
             Error::InvalidBlockDeviceMapping(_) => "InvalidBlockDeviceMapping",

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod ids;
 pub mod images;
 pub mod import;
+pub mod instance_types;
 pub mod model;
 pub mod pagination;
 pub mod regions;

@@ -3,6 +3,7 @@
 
 mod images;
 mod import;
+mod instance_types;
 mod regions;
 mod snapshots;
 mod tags;
@@ -87,6 +88,10 @@ pub const ACTIONS: &[(&str, Handler)] = &[
     (
         "DisableImageBlockPublicAccess",
         images::disable_image_block_public_access,
+    ),
+    (
+        "DescribeInstanceTypes",
+        instance_types::describe_instance_types,
     ),
     ("CreateVolume", volumes::create_volume),
     ("DescribeVolumes", volumes::describe_volumes),
