@@ -629,7 +629,6 @@ impl Service {
                 Some(_) => {
                     let mut snapshot = snapshot;
                     snapshot.importing = true;
-                    snapshot.parent_snapshot_id = v.base_snapshot_id.clone();
                     changes.push(Change::PutSnapshot(snapshot));
                 }
                 None => {
@@ -656,7 +655,8 @@ impl Service {
     }
 
     /// Stores a volume's written blocks as the pending blocks of `snapshot_id`, seals the
-    /// snapshot over the volume's source, and makes it the volume's new source.
+    /// snapshot over the volume's source, and makes it the volume's new source. On failure
+    /// the snapshot goes to `error` and its pending blocks are dropped.
     fn store_written_blocks(
         &self,
         volume_id: &str,
@@ -666,6 +666,36 @@ impl Service {
         let mut data = data
             .lock()
             .map_err(|_| Error::InternalError("volume lock poisoned".into()))?;
+        let outcome = self.seal_volume_snapshot(volume_id, snapshot_id, &mut data);
+        if let Err(e) = &outcome {
+            tracing::warn!("snapshot {snapshot_id} of {volume_id} failed: {e}");
+            let _ = self.write(|state, _| {
+                let Some(s) = state.snapshots.get(snapshot_id) else {
+                    return Ok((Vec::new(), ()));
+                };
+                let mut failed = (**s).clone();
+                failed.state = SnapshotState::Error;
+                failed.state_message = Some(e.to_string());
+                failed.importing = false;
+                Ok((
+                    vec![
+                        Change::DropPendingBlocks(snapshot_id.to_string()),
+                        Change::PutSnapshot(failed),
+                    ],
+                    (),
+                ))
+            });
+        }
+        outcome
+    }
+
+    /// The work of [`Self::store_written_blocks`], with the volume held still.
+    fn seal_volume_snapshot(
+        &self,
+        volume_id: &str,
+        snapshot_id: &str,
+        data: &mut CowVolume,
+    ) -> Result<()> {
         // Flushed first: the snapshot must not hold bytes the volume could still lose.
         data.flush()?;
         let written: Vec<u64> = data.dirty_blocks().collect();
@@ -691,6 +721,9 @@ impl Service {
                 .get(snapshot_id)
                 .map(|s| (**s).clone())
                 .ok_or_else(|| Error::InternalError(format!("snapshot {snapshot_id} vanished")))?;
+            // The volume's source now, not when the call began: a snapshot taken meanwhile
+            // already holds (and rebased away) the blocks written before it.
+            snapshot.parent_snapshot_id = volume.base_snapshot_id.clone();
             snapshot.importing = false;
             let mut rebased = (**volume).clone();
             rebased.base_snapshot_id = Some(snapshot_id.to_string());
@@ -906,6 +939,23 @@ mod tests {
             .read_at(3 * BLOCK_SIZE as u64 + 100, &mut buf)
             .unwrap();
         assert_eq!(buf, [0x5A; 4]);
+    }
+
+    #[test]
+    fn create_snapshot_twice_after_one_write_second_equals_first() {
+        let (_dir, svc) = service();
+        let vol = available_volume(&svc, None);
+        write(&svc, &vol, 2 * BLOCK_SIZE as u64, 0x44);
+        let first = completed_snapshot(&svc, &vol);
+        let second = completed_snapshot(&svc, &vol);
+        assert_eq!(
+            svc.block_map(Some(&second.snapshot_id)).unwrap(),
+            svc.block_map(Some(&first.snapshot_id)).unwrap()
+        );
+        assert_eq!(
+            second.parent_snapshot_id, None,
+            "nothing written: shares the map"
+        );
     }
 
     #[test]
