@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod api;
 pub mod blocks;
 pub mod client;
+pub mod compute;
 pub mod error;
 pub mod service;
 pub mod store;

@@ -220,3 +220,61 @@ fn boot_guest_on_nbd_volume_reads_snapshot_and_kiln_tracks_its_write() {
     v.read_at(1 << 20, &mut written).unwrap();
     assert_eq!(&written, b"hello-from-guest\n");
 }
+
+#[test]
+fn qemu_vm_direct_boot_runs_guest_then_console_log_outlives_it() {
+    use kiln::compute::qemu::{console_of, Boot, QemuVm, VmSpec};
+
+    let work = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = build_guest(work.path());
+    let blocks = Arc::new(BlockStore::new(
+        Box::new(LocalDir::open(&work.path().join("store")).unwrap()),
+        false,
+    ));
+    let mut first = vec![0u8; BLOCK_SIZE];
+    first[..16].copy_from_slice(BASE_MARKER);
+    let base = {
+        let _writer = blocks.writer_guard().unwrap();
+        HashMap::from([(0u64, blocks.put(&first).unwrap().0)])
+    };
+    let volume = Arc::new(Mutex::new(
+        CowVolume::open(&work.path().join("vol"), 64 << 20, base, blocks).unwrap(),
+    ));
+    let server = NbdServer::start(&work.path().join("vol.sock"), volume.clone()).unwrap();
+    let console_log = work.path().join("console.log");
+
+    let mut vm = QemuVm::start(VmSpec {
+        vcpus: 1,
+        memory_mib: 256,
+        disks: vec![server.socket().to_path_buf()],
+        boot: Boot::Direct {
+            kernel,
+            initrd: Some(initrd),
+            cmdline: "console=ttyS0 quiet panic=-1".into(),
+        },
+        console_log: console_log.clone(),
+        qmp_socket: work.path().join("qmp.sock"),
+        exit_on_reboot: true,
+    })
+    .unwrap();
+    let status = vm.qmp().and_then(|mut q| q.status());
+    let exit = vm.wait_exit(BOOT_TIMEOUT).unwrap();
+
+    assert!(
+        matches!(status.as_deref(), Ok("running") | Ok("shutdown")),
+        "QMP status right after start: {status:?}"
+    );
+    assert!(
+        exit.is_some(),
+        "the guest did not power off; console:\n{}",
+        vm.console()
+    );
+    drop(vm);
+    let console = console_of(&console_log);
+    assert!(console.contains("KILN-BASE-BLOCK!"), "console:\n{console}");
+    assert!(console.contains("KILN-GUEST-DONE"), "console:\n{console}");
+    assert_eq!(
+        volume.lock().unwrap().dirty_blocks().collect::<Vec<_>>(),
+        vec![2]
+    );
+}
