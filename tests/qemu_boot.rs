@@ -138,6 +138,26 @@ fn build_guest(work: &Path) -> (PathBuf, PathBuf) {
     (kernel, initrd)
 }
 
+/// A 64 MiB volume whose source snapshot's first block starts with [`BASE_MARKER`], served
+/// over NBD.
+fn serve_marked_volume(work: &Path) -> (Arc<Mutex<CowVolume>>, NbdServer) {
+    let blocks = Arc::new(BlockStore::new(
+        Box::new(LocalDir::open(&work.join("store")).unwrap()),
+        false,
+    ));
+    let mut first = vec![0u8; BLOCK_SIZE];
+    first[..16].copy_from_slice(BASE_MARKER);
+    let base = {
+        let _writer = blocks.writer_guard().unwrap();
+        HashMap::from([(0u64, blocks.put(&first).unwrap().0)])
+    };
+    let volume = Arc::new(Mutex::new(
+        CowVolume::open(&work.join("vol"), 64 << 20, base, blocks).unwrap(),
+    ));
+    let server = NbdServer::start(&work.join("vol.sock"), volume.clone()).unwrap();
+    (volume, server)
+}
+
 /// Runs QEMU until the guest powers off (or the timeout kills it); returns the console.
 fn boot(kernel: &Path, initrd: &Path, socket: &Path, console: &Path) -> String {
     let mut child = Command::new("qemu-system-x86_64")
@@ -186,20 +206,7 @@ fn boot_guest_on_nbd_volume_reads_snapshot_and_kiln_tracks_its_write() {
     let work = tempfile::tempdir().unwrap();
     let (kernel, initrd) = build_guest(work.path());
 
-    let blocks = Arc::new(BlockStore::new(
-        Box::new(LocalDir::open(&work.path().join("store")).unwrap()),
-        false,
-    ));
-    let mut first = vec![0u8; BLOCK_SIZE];
-    first[..16].copy_from_slice(BASE_MARKER);
-    let base = {
-        let _writer = blocks.writer_guard().unwrap();
-        HashMap::from([(0u64, blocks.put(&first).unwrap().0)])
-    };
-    let volume = Arc::new(Mutex::new(
-        CowVolume::open(&work.path().join("vol"), 64 << 20, base, blocks).unwrap(),
-    ));
-    let server = NbdServer::start(&work.path().join("vol.sock"), volume.clone()).unwrap();
+    let (volume, server) = serve_marked_volume(work.path());
 
     let console = boot(
         &kernel,
@@ -227,20 +234,7 @@ fn qemu_vm_direct_boot_runs_guest_then_console_log_outlives_it() {
 
     let work = tempfile::tempdir().unwrap();
     let (kernel, initrd) = build_guest(work.path());
-    let blocks = Arc::new(BlockStore::new(
-        Box::new(LocalDir::open(&work.path().join("store")).unwrap()),
-        false,
-    ));
-    let mut first = vec![0u8; BLOCK_SIZE];
-    first[..16].copy_from_slice(BASE_MARKER);
-    let base = {
-        let _writer = blocks.writer_guard().unwrap();
-        HashMap::from([(0u64, blocks.put(&first).unwrap().0)])
-    };
-    let volume = Arc::new(Mutex::new(
-        CowVolume::open(&work.path().join("vol"), 64 << 20, base, blocks).unwrap(),
-    ));
-    let server = NbdServer::start(&work.path().join("vol.sock"), volume.clone()).unwrap();
+    let (volume, server) = serve_marked_volume(work.path());
     let console_log = work.path().join("console.log");
 
     let mut vm = QemuVm::start(VmSpec {
