@@ -585,26 +585,15 @@ fn new_import_snapshot(
     description: String,
 ) -> Snapshot {
     Snapshot {
-        snapshot_id,
-        region: ctx.region.clone(),
-        owner_id: ctx.account_id().to_string(),
-        volume_id: "vol-ffffffff".into(),
-        volume_size,
         description,
-        state: SnapshotState::Pending,
-        state_message: None,
-        start_time: time::now_string(),
-        completion_time: None,
-        progress: "0%".into(),
-        encrypted: false,
-        kms_key_id: None,
-        parent_snapshot_id: None,
-        copy_source: None,
-        create_volume_permissions: Vec::new(),
-        tags: Tags::default(),
-        expires_at_ms: None,
         importing: true,
-        taken_from_volume: false,
+        ..Snapshot::new_pending(
+            snapshot_id,
+            ctx.region.clone(),
+            ctx.account_id().to_string(),
+            volume_size,
+            time::now_string(),
+        )
     }
 }
 

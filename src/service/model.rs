@@ -628,6 +628,40 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A new snapshot starting now: `pending`, 0%, unencrypted, untagged, shared with
+    /// nobody, from no particular volume (`vol-ffffffff`, as AWS reports for snapshots not
+    /// taken from a volume). Callers set what differs.
+    pub fn new_pending(
+        snapshot_id: String,
+        region: String,
+        owner_id: String,
+        volume_size: i64,
+        start_time: String,
+    ) -> Snapshot {
+        Snapshot {
+            snapshot_id,
+            region,
+            owner_id,
+            volume_id: "vol-ffffffff".into(),
+            volume_size,
+            description: String::new(),
+            state: SnapshotState::Pending,
+            state_message: None,
+            start_time,
+            completion_time: None,
+            progress: "0%".into(),
+            encrypted: false,
+            kms_key_id: None,
+            parent_snapshot_id: None,
+            copy_source: None,
+            create_volume_permissions: Vec::new(),
+            tags: Tags::default(),
+            expires_at_ms: None,
+            importing: false,
+            taken_from_volume: false,
+        }
+    }
+
     /// True when anyone may create volumes from the snapshot.
     pub fn is_public(&self) -> bool {
         self.create_volume_permissions

@@ -143,31 +143,22 @@ pub fn copy_snapshot_record(
 ) -> Snapshot {
     let encrypted = source.encrypted || encrypt;
     Snapshot {
-        snapshot_id,
-        region: ctx.region.clone(),
-        owner_id: ctx.account_id().to_string(),
-        // AWS reports this arbitrary volume id for copied snapshots.
-        volume_id: "vol-ffffffff".into(),
-        volume_size: source.volume_size,
         description,
-        state: SnapshotState::Pending,
-        state_message: None,
-        start_time: time::now_string(),
-        completion_time: None,
-        progress: "0%".into(),
         encrypted,
         kms_key_id: if encrypted {
             kms_key_id.or_else(|| source.kms_key_id.clone())
         } else {
             None
         },
-        parent_snapshot_id: None,
         copy_source: Some((source.region.clone(), source.snapshot_id.clone())),
-        create_volume_permissions: Vec::new(),
         tags,
-        expires_at_ms: None,
-        importing: false,
-        taken_from_volume: false,
+        ..Snapshot::new_pending(
+            snapshot_id,
+            ctx.region.clone(),
+            ctx.account_id().to_string(),
+            source.volume_size,
+            time::now_string(),
+        )
     }
 }
 
@@ -492,26 +483,19 @@ impl Service {
                 tag_map.iter().map(|(k, v): (&String, &String)| (k.as_str(), v.as_str())),
             );
             let snapshot = Snapshot {
-                snapshot_id: id.clone(),
-                region: ctx.region.clone(),
-                owner_id: ctx.account_id().to_string(),
-                volume_id: "vol-ffffffff".into(),
-                volume_size: req.volume_size,
                 description: req.description.clone().unwrap_or_default(),
-                state: SnapshotState::Pending,
-                state_message: None,
-                start_time: time::format_ms(now),
-                completion_time: None,
-                progress: "0%".into(),
                 encrypted: req.encrypted,
                 kms_key_id: req.kms_key_arn.clone(),
                 parent_snapshot_id: req.parent_snapshot_id.clone(),
-                copy_source: None,
-                create_volume_permissions: Vec::new(),
                 tags,
                 expires_at_ms: Some(now + timeout * 60_000),
-                importing: false,
-                taken_from_volume: false,
+                ..Snapshot::new_pending(
+                    id.clone(),
+                    ctx.region.clone(),
+                    ctx.account_id().to_string(),
+                    req.volume_size,
+                    time::format_ms(now),
+                )
             };
             let mut changes = vec![Change::PutSnapshot(snapshot)];
             if let Some(token) = &req.client_token {

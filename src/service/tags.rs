@@ -8,6 +8,7 @@ use super::model::Tags;
 use super::pagination::PageRequest;
 use super::snapshots::visible_snapshot;
 use super::state::State;
+use super::volumes::owned_volume;
 use super::{ids, RequestContext, Service};
 use crate::error::{Error, Result};
 use crate::store::Change;
@@ -124,15 +125,9 @@ fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggab
         Some("snap") => Ok(Taggable::Snapshot(Box::new(
             (**visible_snapshot(state, ctx, id)?).clone(),
         ))),
-        Some("vol") => {
-            super::volumes::check_volume_id(id)?;
-            let volume = state
-                .volumes
-                .get(id)
-                .filter(|v| v.region == ctx.region && v.owner_id == ctx.account_id())
-                .ok_or_else(|| Error::InvalidVolumeNotFound(id.to_string()))?;
-            Ok(Taggable::Volume(Box::new((**volume).clone())))
-        }
+        Some("vol") => Ok(Taggable::Volume(Box::new(
+            (**owned_volume(state, ctx, id)?).clone(),
+        ))),
         _ => Err(Error::InvalidId(id.to_string())),
     }
 }

@@ -125,7 +125,11 @@ pub fn check_volume_id(id: &str) -> Result<()> {
 }
 
 /// The volume, if the caller owns it in this region (volumes are never shared).
-fn owned_volume<'s>(state: &'s State, ctx: &RequestContext, id: &str) -> Result<&'s Arc<Volume>> {
+pub(crate) fn owned_volume<'s>(
+    state: &'s State,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<&'s Arc<Volume>> {
     check_volume_id(id)?;
     state
         .volumes
@@ -601,26 +605,19 @@ impl Service {
             ctx.finish_dry_run()?;
             let snapshot_id = issuer.issue("snap")?;
             let snapshot = Snapshot {
-                snapshot_id: snapshot_id.clone(),
-                region: ctx.region.clone(),
-                owner_id: ctx.account_id().to_string(),
                 volume_id: v.volume_id.clone(),
-                volume_size: v.size,
                 description: description.unwrap_or_default().to_string(),
-                state: SnapshotState::Pending,
-                state_message: None,
-                start_time: time::now_string(),
-                completion_time: None,
-                progress: "0%".into(),
                 encrypted: v.encrypted,
                 kms_key_id: v.kms_key_id.clone(),
-                parent_snapshot_id: None,
-                copy_source: None,
-                create_volume_permissions: Vec::new(),
                 tags: tags.clone(),
-                expires_at_ms: None,
-                importing: false,
                 taken_from_volume: true,
+                ..Snapshot::new_pending(
+                    snapshot_id.clone(),
+                    ctx.region.clone(),
+                    ctx.account_id().to_string(),
+                    v.size,
+                    time::now_string(),
+                )
             };
             let mut changes = Vec::new();
             match &written {

@@ -172,34 +172,11 @@ impl Store {
         let mut out = Snapshotted::default();
         // Snapshots first: images refer to them. Records go to the caller one at a time so
         // that a large store is never held twice while loading.
-        let mut stmt = conn.prepare("SELECT doc FROM snapshots")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            record(LoadedRecord::Snapshot(serde_json::from_str(doc)?));
-        }
-        let mut stmt = conn.prepare("SELECT doc FROM images")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            record(LoadedRecord::Image(serde_json::from_str(doc)?));
-        }
-        let mut stmt = conn.prepare("SELECT doc FROM volumes")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            record(LoadedRecord::Volume(serde_json::from_str(doc)?));
-        }
-        let mut stmt = conn.prepare("SELECT doc FROM export_tasks")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for doc in rows {
-            out.export_tasks.push(serde_json::from_str(&doc?)?);
-        }
-        let mut stmt = conn.prepare("SELECT doc FROM import_tasks")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for doc in rows {
-            out.import_tasks.push(serde_json::from_str(&doc?)?);
-        }
+        for_each_doc(&conn, "snapshots", |s| record(LoadedRecord::Snapshot(s)))?;
+        for_each_doc(&conn, "images", |i| record(LoadedRecord::Image(i)))?;
+        for_each_doc(&conn, "volumes", |v| record(LoadedRecord::Volume(v)))?;
+        for_each_doc(&conn, "export_tasks", |t| out.export_tasks.push(t))?;
+        for_each_doc(&conn, "import_tasks", |t| out.import_tasks.push(t))?;
         let mut stmt = conn.prepare(
             "SELECT account_id, region, action, token, fingerprint, resource_id FROM client_tokens",
         )?;
@@ -452,6 +429,22 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
                 params![account_id, region, *enabled as i64],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Reads every JSON document of `table` (its `doc` column), one at a time, without copying
+/// the text out of SQLite first.
+fn for_each_doc<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    table: &str,
+    mut each: impl FnMut(T),
+) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("SELECT doc FROM {table}"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let doc = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        each(serde_json::from_str(doc)?);
     }
     Ok(())
 }
