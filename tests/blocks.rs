@@ -67,6 +67,32 @@ struct PutLog {
     unexpected: Vec<String>,
 }
 
+/// Waits until `progress` reaches `target` (or `deadline` passes, or every writer ended),
+/// kills the server with SIGKILL, stops and joins the writers, and starts the server again
+/// on the same data directory.
+fn kill_mid_stream(
+    server: &mut KilnServer,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    progress: &AtomicUsize,
+    target: usize,
+    deadline: Duration,
+    stop: &AtomicBool,
+) {
+    let deadline = Instant::now() + deadline;
+    while progress.load(Ordering::SeqCst) < target
+        && Instant::now() < deadline
+        && !handles.iter().all(|h| h.is_finished())
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.kill9();
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.join().expect("writer thread panicked");
+    }
+    server.restart();
+}
+
 fn put_writer(
     c: Client,
     snapshot: String,
@@ -126,19 +152,14 @@ fn kill_during_put_block_stream_keeps_acknowledged_blocks() {
         .collect();
 
     // Act: kill -9 mid-stream, then start again on the same data directory.
-    let deadline = Instant::now() + PUT_KILL_DEADLINE;
-    while acks.load(Ordering::SeqCst) < PUT_KILL_AFTER_ACKS
-        && Instant::now() < deadline
-        && !handles.iter().all(|h| h.is_finished())
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    server.kill9();
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        h.join().expect("writer thread panicked");
-    }
-    server.restart();
+    kill_mid_stream(
+        &mut server,
+        handles,
+        &acks,
+        PUT_KILL_AFTER_ACKS,
+        PUT_KILL_DEADLINE,
+        &stop,
+    );
     let c = server.client(REGION);
 
     let log = log.lock().unwrap();
@@ -358,19 +379,14 @@ fn kill_then_restart_no_completed_snapshot_is_partial() {
         .collect();
 
     // Act
-    let deadline = Instant::now() + SNAP_KILL_DEADLINE;
-    while completions.load(Ordering::SeqCst) < SNAP_KILL_AFTER_COMPLETIONS
-        && Instant::now() < deadline
-        && !handles.iter().all(|h| h.is_finished())
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    server.kill9();
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        h.join().expect("writer thread panicked");
-    }
-    server.restart();
+    kill_mid_stream(
+        &mut server,
+        handles,
+        &completions,
+        SNAP_KILL_AFTER_COMPLETIONS,
+        SNAP_KILL_DEADLINE,
+        &stop,
+    );
     let c = server.client(REGION);
 
     // Assert
