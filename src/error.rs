@@ -99,6 +99,21 @@ pub enum Error {
     /// An instance type Kiln does not offer.
     #[error("The following supplied instance types do not exist: [{0}]")]
     InvalidInstanceType(String),
+    /// An instance id is not well formed.
+    #[error("Invalid id: \"{0}\" (expecting \"i-...\")")]
+    InvalidInstanceIdMalformed(String),
+    /// An instance id does not exist or is not the caller's.
+    #[error("The instance ID '{0}' does not exist")]
+    InvalidInstanceIdNotFound(String),
+    /// The instance is not in a state that allows the operation.
+    #[error("{0}")]
+    IncorrectInstanceState(String),
+    /// A volume and an instance are in different availability zones.
+    #[error("{0}")]
+    InvalidVolumeZoneMismatch(String),
+    /// The kernel or ramdisk image of a PV image cannot be used.
+    #[error("{0}")]
+    InvalidAkiIdNotFound(String),
     /// An availability zone that the region does not have.
     #[error("Invalid availability zone: [{0}]")]
     InvalidAvailabilityZone(String),
@@ -163,6 +178,11 @@ impl Error {
             Error::InvalidVolumeNotFound(_) => "InvalidVolume.NotFound",
             Error::VolumeInUse(_, _) => "VolumeInUse",
             Error::InvalidAvailabilityZone(_) => "InvalidParameterValue",
+            Error::InvalidInstanceIdMalformed(_) => "InvalidInstanceID.Malformed",
+            Error::InvalidInstanceIdNotFound(_) => "InvalidInstanceID.NotFound",
+            Error::IncorrectInstanceState(_) => "IncorrectInstanceState",
+            Error::InvalidVolumeZoneMismatch(_) => "InvalidVolume.ZoneMismatch",
+            Error::InvalidAkiIdNotFound(_) => "InvalidAKIID.NotFound",
             Error::InvalidInstanceType(_) => "InvalidInstanceType",
             Error::IncorrectModificationState(_) => "IncorrectModificationState",
             Error::InvalidVolumeModificationNotFound(_) => "InvalidVolumeModification.NotFound",

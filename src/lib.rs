@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod client;
 pub mod compute;
 pub mod error;
+pub mod quickstart;
 pub mod service;
 pub mod store;
 pub mod volumes;

@@ -43,6 +43,31 @@ enum Command {
         /// Store new blocks zstd-compressed where that saves at least a tenth.
         #[arg(long)]
         compress_blocks: bool,
+        /// Seconds a guest may take to power off after the ACPI power button (stop,
+        /// reboot, CreateImage) before QEMU is ended.
+        #[arg(long, default_value_t = 60)]
+        stop_timeout: u64,
+        /// `auto`: use KVM only if a probe boot under KVM succeeds (TCG until then);
+        /// `tcg`: never probe, always TCG.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "tcg"])]
+        accelerator: String,
+    },
+    /// Build (offline, from the Debian kernel and busybox packages) and register the tiny
+    /// `kiln-tiny-*` test image, public under the `kiln` owner alias. Run it while
+    /// `kiln serve` is not running on the same data directory.
+    Quickstart {
+        /// Regions to register it in, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "us-east-1,us-west-2,eu-west-1"
+        )]
+        regions: Vec<String>,
+        /// Directory of the kernel and busybox-static .deb files (downloaded with
+        /// `apt-get download` when missing; default `$KILN_GUEST_DEBS`, else
+        /// `~/.cache/kiln/debs`).
+        #[arg(long)]
+        debs: Option<PathBuf>,
     },
     /// Check every stored block against its hash; report damaged blocks and their snapshots.
     Scrub,
@@ -181,7 +206,21 @@ fn main() -> anyhow::Result<()> {
             regions,
             import_root,
             compress_blocks,
-        } => serve(cli.data_dir, listen, regions, import_root, compress_blocks),
+            stop_timeout,
+            accelerator,
+        } => serve(
+            cli.data_dir,
+            listen,
+            ServiceConfig {
+                regions,
+                compress_blocks,
+                import_roots: import_root,
+                stop_timeout: std::time::Duration::from_secs(stop_timeout),
+                ..ServiceConfig::default()
+            },
+            accelerator == "auto",
+        ),
+        Command::Quickstart { regions, debs } => quickstart(cli.data_dir, regions, debs),
         Command::Account { command } => account(cli.data_dir, command),
         Command::Scrub => scrub(cli.data_dir),
         Command::Image {
@@ -213,24 +252,21 @@ fn limit_malloc_arenas() {
 fn serve(
     data_dir: PathBuf,
     listen: SocketAddr,
-    regions: Vec<String>,
-    import_roots: Vec<PathBuf>,
-    compress_blocks: bool,
+    mut config: ServiceConfig,
+    probe_kvm: bool,
 ) -> anyhow::Result<()> {
     limit_malloc_arenas();
-    let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
+    config.regions.retain(|r| !r.is_empty());
     anyhow::ensure!(
-        !regions.is_empty(),
+        !config.regions.is_empty(),
         "--regions must name at least one region"
     );
-    let mut config = ServiceConfig {
-        regions,
-        compress_blocks,
-        ..ServiceConfig::default()
-    };
-    if !import_roots.is_empty() {
-        config.import_roots = import_roots;
+    if config.import_roots.is_empty() {
+        config.import_roots = kiln::service::default_import_roots();
     }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
     let service = Service::open(&data_dir, config)
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     if let Some((account, key)) = accounts::first_start(service.store(), &data_dir)? {
@@ -245,6 +281,7 @@ fn serve(
     }
     // Imports a crash interrupted fail; blocks written but never recorded go now.
     service.fail_interrupted_imports()?;
+    service.adopt_machines()?;
     let gc = service.collect_garbage(true)?;
     if gc.blocks_deleted + gc.orphans_deleted > 0 {
         tracing::info!(
@@ -254,6 +291,11 @@ fn serve(
         );
     }
     let service = Arc::new(service);
+    if probe_kvm {
+        start_kvm_probe(service.clone());
+    } else {
+        tracing::info!("accelerator: tcg (--accelerator tcg)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -267,11 +309,96 @@ fn serve(
             service.config().regions.join(", ")
         );
         tokio::spawn(kiln::api::server::run_background_work(service.clone()));
-        axum::serve(listener, kiln::api::server::router(service))
+        let served = axum::serve(listener, kiln::api::server::router(service.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("serving")
+            .context("serving");
+        // Guests keep running; their volumes are flushed and served again after a restart.
+        service.release_machines();
+        served
     })
+}
+
+/// Holds an exclusive lock on the data directory while `kiln serve` runs, so that offline
+/// commands that write images (quickstart) cannot write behind its back.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("kiln.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    anyhow::ensure!(
+        locked,
+        "another kiln serve (or quickstart) is using {}",
+        data_dir.display()
+    );
+    Ok(file)
+}
+
+/// Probes KVM in the background with the Quick Start kernel, if it was built; VMs use TCG
+/// until the probe has succeeded.
+fn start_kvm_probe(service: Arc<Service>) {
+    let Some(artifacts) = kiln::quickstart::cached(&kiln::quickstart::default_debs_dir()) else {
+        tracing::info!(
+            "accelerator: tcg (no Quick Start kernel to probe KVM with; run `kiln quickstart`)"
+        );
+        return;
+    };
+    std::thread::spawn(move || {
+        let result = kiln::compute::accel::probe(
+            &artifacts.kernel,
+            &artifacts.initrd,
+            kiln::compute::accel::PROBE_TIMEOUT,
+        );
+        service.set_accelerator(result.accelerator);
+        tracing::info!(
+            "accelerator: {} ({})",
+            result.accelerator.as_str(),
+            result.reason
+        );
+    });
+}
+
+fn quickstart(
+    data_dir: PathBuf,
+    regions: Vec<String>,
+    debs: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir).context(
+        "kiln quickstart writes to the data directory directly: stop kiln serve, run it, start kiln serve again",
+    )?;
+    let debs = debs.unwrap_or_else(kiln::quickstart::default_debs_dir);
+    let started = std::time::Instant::now();
+    let artifacts = kiln::quickstart::build(&debs).context("building the kiln-tiny image")?;
+    println!(
+        "Built kiln-tiny (kernel {}) in {:.1} s",
+        artifacts.kernel_version,
+        started.elapsed().as_secs_f64()
+    );
+    let config = ServiceConfig {
+        regions: regions.clone(),
+        ..ServiceConfig::default()
+    };
+    let service = Service::open(&data_dir, config)
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    if let Some((account, key)) = accounts::first_start(service.store(), &data_dir)? {
+        println!("Created account {} ({})", account.account_id, account.name);
+        println!("  AccessKeyId:     {}", key.access_key_id);
+        println!("  SecretAccessKey: {}", key.secret_access_key);
+    }
+    for region in regions.iter().filter(|r| !r.is_empty()) {
+        let image_id = kiln::quickstart::register(&service, region, &artifacts)
+            .with_context(|| format!("registering kiln-tiny in {region}"))?;
+        println!("{region}: {image_id}");
+    }
+    Ok(())
 }
 
 fn scrub(data_dir: PathBuf) -> anyhow::Result<()> {

@@ -229,8 +229,8 @@ fn boot_guest_on_nbd_volume_reads_snapshot_and_kiln_tracks_its_write() {
 }
 
 #[test]
-fn qemu_vm_direct_boot_runs_guest_then_console_log_outlives_it() {
-    use kiln::compute::qemu::{console_of, Boot, QemuVm, VmSpec};
+fn qemu_vm_direct_boot_guest_powers_off_then_qemu_reports_shutdown_and_console_outlives_it() {
+    use kiln::compute::qemu::{console_of, Accelerator, Boot, QemuVm, VmDisk, VmSpec};
 
     let work = tempfile::tempdir().unwrap();
     let (kernel, initrd) = build_guest(work.path());
@@ -238,32 +238,44 @@ fn qemu_vm_direct_boot_runs_guest_then_console_log_outlives_it() {
     let console_log = work.path().join("console.log");
 
     let mut vm = QemuVm::start(VmSpec {
+        name: "qemu-boot-test".into(),
+        accelerator: Accelerator::Tcg,
         vcpus: 1,
         memory_mib: 256,
-        disks: vec![server.socket().to_path_buf()],
+        disks: vec![VmDisk {
+            id: "vol-test".into(),
+            socket: server.socket().to_path_buf(),
+        }],
         boot: Boot::Direct {
             kernel,
             initrd: Some(initrd),
             cmdline: "console=ttyS0 quiet panic=-1".into(),
         },
         console_log: console_log.clone(),
+        qemu_log: work.path().join("qemu.log"),
         qmp_socket: work.path().join("qmp.sock"),
+        fw_cfg_files: Vec::new(),
+        smbios_uuid: None,
         exit_on_reboot: true,
     })
     .unwrap();
-    let status = vm.qmp().and_then(|mut q| q.status());
-    let exit = vm.wait_exit(BOOT_TIMEOUT).unwrap();
+    let first_status = vm.status();
+    // -no-shutdown: the guest's power-off leaves QEMU alive in the `shutdown` state.
+    let powered_off = vm.wait_guest_off(BOOT_TIMEOUT);
+    let final_status = vm.status();
+    vm.quit();
 
     assert!(
-        matches!(status.as_deref(), Ok("running") | Ok("shutdown")),
-        "QMP status right after start: {status:?}"
+        matches!(first_status.as_deref(), Ok("running") | Ok("shutdown")),
+        "QMP status right after start: {first_status:?}"
     );
     assert!(
-        exit.is_some(),
+        powered_off,
         "the guest did not power off; console:\n{}",
-        vm.console()
+        console_of(&console_log)
     );
-    drop(vm);
+    assert_eq!(final_status.as_deref().ok(), Some("shutdown"));
+    assert!(!vm.is_alive());
     let console = console_of(&console_log);
     assert!(console.contains("KILN-BASE-BLOCK!"), "console:\n{console}");
     assert!(console.contains("KILN-GUEST-DONE"), "console:\n{console}");

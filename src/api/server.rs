@@ -38,6 +38,11 @@ pub async fn run_background_work(service: Arc<Service>) {
         let outcome = tokio::task::spawn_blocking(move || {
             svc.complete_pending_work()?;
             svc.complete_volume_work()?;
+            svc.watch_machines()?;
+            for (instance_id, op) in svc.take_machine_ops() {
+                let worker = svc.clone();
+                std::thread::spawn(move || worker.run_machine_op(&instance_id, op));
+            }
             svc.expire_pending_snapshots()?;
             for task_id in svc.take_queued_imports() {
                 let worker = svc.clone();

@@ -6,5 +6,6 @@
 //! socket (status, clean power-down, stop). [`qmp`] is the small QMP client. Instance records
 //! and their state machine live in the service layer; this module knows nothing of EC2.
 
+pub mod accel;
 pub mod qemu;
 pub mod qmp;

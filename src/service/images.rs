@@ -199,6 +199,12 @@ const IMAGE_FILTERS: &[&str] = &[
     "virtualization-type",
 ];
 
+/// RegisterImage's `ImageLocation` that makes a kernel image (`aki-`): its root snapshot
+/// holds the kernel file, which PV instances boot directly.
+pub const KERNEL_IMAGE_LOCATION: &str = "kiln:kernel";
+/// RegisterImage's `ImageLocation` that makes a ramdisk image (`ari-`).
+pub const RAMDISK_IMAGE_LOCATION: &str = "kiln:ramdisk";
+
 const ARCHITECTURES: &[&str] = &["i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"];
 pub(crate) const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
 const BOOT_MODES: &[&str] = &["legacy-bios", "uefi", "uefi-preferred"];
@@ -239,7 +245,10 @@ fn is_deprecated(image: &Image, now_ms: i64) -> bool {
 
 /// Validates an image id's shape.
 pub fn check_image_id(id: &str) -> Result<()> {
-    if ids::is_well_formed(id, "ami") {
+    if ["ami", "aki", "ari"]
+        .iter()
+        .any(|prefix| ids::is_well_formed(id, prefix))
+    {
         Ok(())
     } else {
         Err(Error::InvalidAmiIdMalformed(id.to_string()))
@@ -270,7 +279,7 @@ pub fn owned_image<'s>(state: &'s State, ctx: &RequestContext, id: &str) -> Resu
     Ok(image)
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok_len = (3..=128).contains(&name.chars().count());
     let ok_chars = name
         .chars()
@@ -284,7 +293,7 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-fn check_description(description: &Option<String>) -> Result<()> {
+pub(crate) fn check_description(description: &Option<String>) -> Result<()> {
     match description {
         Some(d) if d.chars().count() > 255 => Err(Error::InvalidParameterValue(
             "Descriptions must be at most 255 characters".into(),
@@ -303,7 +312,7 @@ fn check_one_of(param: &str, value: Option<&str>, allowed: &[&str]) -> Result<()
     }
 }
 
-fn check_unique_name(state: &State, ctx: &RequestContext, name: &str) -> Result<()> {
+pub(crate) fn check_unique_name(state: &State, ctx: &RequestContext, name: &str) -> Result<()> {
     match state.image_names.get(&ctx.region, ctx.account_id(), name) {
         Some(existing) => Err(Error::InvalidAmiNameDuplicate(
             name.to_string(),
@@ -439,6 +448,33 @@ fn check_kernel_or_ramdisk(param: &str, value: &Option<String>, prefix: &str) ->
 }
 
 impl Service {
+    /// The id of the caller's image of this name in the region, if there is one.
+    pub fn image_named(&self, ctx: &RequestContext, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .read()?
+            .image_names
+            .get(&ctx.region, ctx.account_id(), name)
+            .map(|i| i.image_id.to_string()))
+    }
+
+    /// Makes an image (and nothing else) launchable by every account.
+    pub fn publish_image(&self, image_id: &str) -> Result<()> {
+        self.write(|state, _| {
+            let image = state
+                .images
+                .get(image_id)
+                .ok_or_else(|| Error::InvalidAmiIdNotFound(image_id.to_string()))?;
+            let mut public = (**image).clone();
+            if !public
+                .launch_permissions
+                .contains(&LaunchPermission::Public)
+            {
+                public.launch_permissions.push(LaunchPermission::Public);
+            }
+            Ok((vec![Change::PutImage(public)], ()))
+        })
+    }
+
     /// RegisterImage: records a new EBS-backed image over existing snapshots.
     pub fn register_image(
         &self,
@@ -500,8 +536,14 @@ impl Service {
             }
             let tags = tags_for_new_resource(ctx, &req.tag_specifications, "image", &["image"])?;
             check_unique_name(state, ctx, &name)?;
+            // Kernel and ramdisk images for PV instances: the root snapshot holds the file.
+            let (image_type, prefix) = match req.image_location.as_deref() {
+                Some(KERNEL_IMAGE_LOCATION) => ("kernel", "aki"),
+                Some(RAMDISK_IMAGE_LOCATION) => ("ramdisk", "ari"),
+                _ => ("machine", "ami"),
+            };
             ctx.finish_dry_run()?;
-            let image_id = issuer.issue("ami")?;
+            let image_id = issuer.issue(prefix)?;
             let image = Image {
                 image_id: image_id.as_str().into(),
                 region: ctx.region.as_str().into(),
@@ -510,7 +552,7 @@ impl Service {
                 description: req.description.as_deref().map(Into::into),
                 // AWS's documented default for EBS-backed images.
                 architecture: req.architecture.clone().unwrap_or_else(|| "i386".into()).into(),
-                image_type: "machine".into(),
+                image_type: image_type.into(),
                 virtualization_type: req
                     .virtualization_type
                     .clone()
@@ -916,10 +958,27 @@ impl Service {
                             .get(s)
                             .is_some_and(|snap| snap.state == SnapshotState::Completed)
                 });
+                // A snapshot that failed (or vanished in a restart) fails the image.
+                let failed = image.snapshot_ids().find(|s| {
+                    !completed_snapshots.contains(*s)
+                        && state
+                            .snapshots
+                            .get(*s)
+                            .is_none_or(|snap| snap.state == SnapshotState::Error)
+                });
                 if all_done {
                     let mut done = (**image).clone();
                     done.state = ImageState::Available;
                     done.pending_work = None;
+                    changes.push(Change::PutImage(done));
+                } else if let Some(snapshot_id) = failed {
+                    let mut done = (**image).clone();
+                    done.state = ImageState::Failed;
+                    done.pending_work = None;
+                    done.details_mut().state_reason = Some((
+                        "Server.InternalError".into(),
+                        format!("The snapshot {snapshot_id} of the image failed").into(),
+                    ));
                     changes.push(Change::PutImage(done));
                 }
             }

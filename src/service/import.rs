@@ -242,7 +242,19 @@ impl Service {
                 }
             }
             for snapshot in state.snapshots.values() {
-                if snapshot.importing && snapshot.state == SnapshotState::Pending {
+                if !snapshot.importing || snapshot.state != SnapshotState::Pending {
+                    continue;
+                }
+                if snapshot.taken_from_volume {
+                    // The caller was given its id: it stays visible, in `error`.
+                    let mut failed = (**snapshot).clone();
+                    failed.state = SnapshotState::Error;
+                    failed.importing = false;
+                    failed.state_message =
+                        Some("The snapshot was interrupted by a restart of Kiln".into());
+                    changes.push(Change::DropPendingBlocks(snapshot.snapshot_id.clone()));
+                    changes.push(Change::PutSnapshot(failed));
+                } else {
                     changes.push(Change::DeleteSnapshot(snapshot.snapshot_id.clone()));
                 }
             }
@@ -461,6 +473,49 @@ impl Service {
             changes.push(Change::PutImportTask(finished));
             Ok((changes, ()))
         })
+    }
+
+    /// A completed snapshot of a local raw file, owned by the context's account (used by the
+    /// Quick Start builder; the file is read directly, not through an import task).
+    pub fn snapshot_from_file(
+        &self,
+        ctx: &RequestContext,
+        raw: &Path,
+        description: &str,
+    ) -> Result<String> {
+        let size = std::fs::metadata(raw)
+            .map_err(|e| Error::InvalidParameterValue(format!("{}: {e}", raw.display())))?
+            .len();
+        let volume_size = size.div_ceil(1 << 30).max(1) as i64;
+        let snapshot_id = self.write(|_, issuer| {
+            let id = issuer.issue("snap")?;
+            let snapshot =
+                new_import_snapshot(ctx, id.clone(), volume_size, description.to_string());
+            Ok((vec![Change::PutSnapshot(snapshot)], id))
+        })?;
+        self.store_raw_blocks(&snapshot_id, raw, size, &|_, _| {}, &|| false)?;
+        self.write(|state, _| {
+            let snapshot = state
+                .snapshots
+                .get(&snapshot_id)
+                .ok_or_else(|| Error::InternalError(format!("snapshot {snapshot_id} vanished")))?;
+            let mut done = (**snapshot).clone();
+            done.state = SnapshotState::Completed;
+            done.progress = "100%".into();
+            done.completion_time = Some(time::now_string());
+            done.importing = false;
+            Ok((
+                vec![
+                    Change::SealSnapshotBlocks {
+                        snapshot_id: snapshot_id.clone(),
+                        parent: None,
+                    },
+                    Change::PutSnapshot(done),
+                ],
+                (),
+            ))
+        })?;
+        Ok(snapshot_id)
     }
 
     /// Hashes and stores the blocks of a raw disk into a pending snapshot, on `WORKERS`

@@ -6,12 +6,16 @@
 //! [`Store`] in one transaction, and only then applies it in memory. So a client never sees,
 //! and never is told about, a change that is not on disk.
 
+pub mod attachments;
 pub mod export;
 pub mod filters;
 pub mod ids;
 pub mod images;
 pub mod import;
+pub mod instance_images;
 pub mod instance_types;
+pub mod instances;
+pub mod machines;
 pub mod model;
 pub mod pagination;
 pub mod regions;
@@ -75,6 +79,8 @@ pub struct ServiceConfig {
     pub import_roots: Vec<std::path::PathBuf>,
     /// Store new blocks zstd-compressed where that saves at least a tenth.
     pub compress_blocks: bool,
+    /// How long a guest may take to power off after the power button before QEMU is ended.
+    pub stop_timeout: std::time::Duration,
 }
 
 /// Default import roots: the server's working directory and the temporary directory.
@@ -93,6 +99,7 @@ impl Default for ServiceConfig {
             copy_delay_ms: 1000,
             import_roots: default_import_roots(),
             compress_blocks: false,
+            stop_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -110,6 +117,8 @@ pub struct Service {
     /// Volume data opened by this process (shared by CreateSnapshot and, later, the
     /// hypervisor's NBD connection), by volume id.
     open_volumes: Mutex<HashMap<String, Arc<Mutex<crate::volumes::cow::CowVolume>>>>,
+    /// Instances' QEMU processes and NBD servers, and their work queue.
+    machines: machines::Machines,
     /// Key of block tokens, loaded from the store on first use.
     block_token_secret: std::sync::OnceLock<Vec<u8>>,
     state: RwLock<State>,
@@ -143,6 +152,7 @@ impl Service {
             export_queue: Mutex::new(Vec::new()),
             block_token_secret: std::sync::OnceLock::new(),
             open_volumes: Mutex::new(HashMap::new()),
+            machines: machines::Machines::default(),
             state: RwLock::new(state),
             write_gate: Mutex::new(()),
             aliases,

@@ -291,6 +291,8 @@ pub enum DeregistrationProtection {
 pub enum PendingWork {
     /// A copy of another image whose snapshot copies must complete.
     Copy,
+    /// CreateImage: the snapshots of the instance's volumes must complete.
+    FromInstance,
 }
 
 /// An Amazon Machine Image record. Immutable after registration except for the attributes
@@ -767,6 +769,24 @@ pub struct Volume {
     pub modification: Option<VolumeModification>,
     /// Tags, per account.
     pub tags: Tags,
+    /// The instance it is attached to (at most one: multi-attach is recorded, not served).
+    #[serde(default)]
+    pub attachment: Option<VolumeAttachment>,
+}
+
+/// A volume's attachment to an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeAttachment {
+    /// The instance.
+    pub instance_id: String,
+    /// Device name the instance sees it under (`/dev/sdf`).
+    pub device: String,
+    /// `attaching`, `attached`, `detaching`.
+    pub state: String,
+    /// When it was attached, RFC 3339 with milliseconds.
+    pub attach_time: String,
+    /// Deleted when the instance terminates.
+    pub delete_on_termination: bool,
 }
 
 /// What an import task produces.
@@ -898,4 +918,137 @@ mod tests {
         };
         assert!(set.boxed().is_some());
     }
+}
+
+/// Lifecycle state of an instance, as EC2 names and numbers them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    /// Being started: volumes ready, QEMU starting.
+    Pending,
+    /// QEMU runs the guest.
+    Running,
+    /// Powering down towards `stopped`.
+    Stopping,
+    /// No VM; volumes kept.
+    Stopped,
+    /// Powering down towards `terminated`.
+    ShuttingDown,
+    /// Gone; stays visible for a while.
+    Terminated,
+}
+
+impl InstanceState {
+    /// The wire name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+
+    /// The state code EC2 reports beside the name.
+    pub fn code(self) -> i64 {
+        match self {
+            InstanceState::Pending => 0,
+            InstanceState::Running => 16,
+            InstanceState::ShuttingDown => 32,
+            InstanceState::Terminated => 48,
+            InstanceState::Stopping => 64,
+            InstanceState::Stopped => 80,
+        }
+    }
+}
+
+/// Why an instance made its last transition (`stateReason`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateReason {
+    /// EC2's reason code (`Client.UserInitiatedShutdown`, `Server.InternalError`, ...).
+    pub code: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// A volume as an instance sees it (`blockDeviceMapping` of DescribeInstances).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceBlockDevice {
+    /// Device name (`/dev/xvda`).
+    pub device_name: String,
+    /// The volume.
+    pub volume_id: String,
+    /// When it was attached.
+    pub attach_time: String,
+    /// Deleted with the instance.
+    pub delete_on_termination: bool,
+}
+
+/// The QEMU process of a running instance, recorded so a restarted Kiln can adopt it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VmProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Start time of the process in clock ticks since boot (`/proc/PID/stat` field 22), so
+    /// a reused pid is never taken for the instance's QEMU.
+    pub start_ticks: u64,
+    /// Accelerator it runs under (`kvm` or `tcg`).
+    pub accelerator: String,
+}
+
+/// An EC2 instance: a QEMU virtual machine over Kiln volumes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Instance {
+    /// `i-` + 17 hex digits.
+    pub instance_id: String,
+    /// `r-` + 17 hex digits, shared by the instances of one RunInstances call.
+    pub reservation_id: String,
+    /// Region.
+    pub region: String,
+    /// Availability zone.
+    pub availability_zone: String,
+    /// Owning account.
+    pub owner_id: String,
+    /// Image it was launched from.
+    pub image_id: String,
+    /// Instance type (`t3.micro`).
+    pub instance_type: String,
+    /// Current state.
+    pub state: InstanceState,
+    /// `stateTransitionReason`: free text of the last user or system transition.
+    pub state_transition_reason: String,
+    /// `stateReason`, when there is one.
+    pub state_reason: Option<StateReason>,
+    /// Launch time (of the last start, as EC2).
+    pub launch_time: String,
+    /// Position within its launch request.
+    pub ami_launch_index: i64,
+    /// ClientToken of the launch.
+    pub client_token: Option<String>,
+    /// User data, base64 as given.
+    pub user_data: Option<String>,
+    /// `stop` or `terminate`: what a guest-initiated power-off does.
+    pub shutdown_behavior: String,
+    /// TerminateInstances refuses while set.
+    pub disable_api_termination: bool,
+    /// Architecture of the image.
+    pub architecture: String,
+    /// `hvm` or `paravirtual`.
+    pub virtualization_type: String,
+    /// Root device name.
+    pub root_device_name: String,
+    /// Kernel image (PV).
+    pub kernel_id: Option<String>,
+    /// Ramdisk image (PV).
+    pub ramdisk_id: Option<String>,
+    /// Attached volumes, root first.
+    pub block_devices: Vec<InstanceBlockDevice>,
+    /// Tags, per account.
+    pub tags: Tags,
+    /// When it reached `terminated` (it is forgotten an hour later).
+    pub terminated_at: Option<String>,
+    /// Its QEMU process while it has one.
+    pub vm: Option<VmProcess>,
 }

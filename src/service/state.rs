@@ -3,7 +3,7 @@
 //! It is rebuilt from the store at start-up and changed only by [`State::apply`], with
 //! the same [`Change`]s that were just committed to the store.
 
-use super::model::{ExportTask, Image, ImportTask, Snapshot, Volume};
+use super::model::{ExportTask, Image, ImportTask, Instance, Snapshot, Volume};
 use crate::store::{Change, ClientTokenRecord, LoadedRecord, Store};
 use compact_str::CompactString;
 use hashbrown::hash_table::{Entry, HashTable};
@@ -77,6 +77,8 @@ pub struct State {
     pub snapshots: BTreeMap<String, Arc<Snapshot>>,
     /// Volumes by id (ordered).
     pub volumes: BTreeMap<String, Arc<Volume>>,
+    /// Instances by id (ordered).
+    pub instances: BTreeMap<String, Arc<Instance>>,
     /// Images by (region, owner, name): names are unique per account and region.
     pub image_names: NameIndex,
     /// snapshot id → ids of images whose block device mappings use it.
@@ -103,6 +105,11 @@ impl State {
                     .volumes
                     .insert(volume.volume_id.clone(), Arc::new(volume));
             }
+            LoadedRecord::Instance(instance) => {
+                state
+                    .instances
+                    .insert(instance.instance_id.clone(), Arc::new(instance));
+            }
         })?;
         for token in loaded.client_tokens {
             state.apply(&Change::PutClientToken(token));
@@ -124,6 +131,7 @@ impl State {
         self.images.contains_key(id)
             || self.snapshots.contains_key(id)
             || self.volumes.contains_key(id)
+            || self.instances.contains_key(id)
     }
 
     /// Applies one committed change.
@@ -143,6 +151,13 @@ impl State {
             }
             Change::DeleteVolume(id) => {
                 self.volumes.remove(id);
+            }
+            Change::PutInstance(instance) => {
+                self.instances
+                    .insert(instance.instance_id.clone(), Arc::new(instance.clone()));
+            }
+            Change::DeleteInstance(id) => {
+                self.instances.remove(id);
             }
             Change::DeleteSnapshot(id) => {
                 self.snapshots.remove(id);

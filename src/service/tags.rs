@@ -115,6 +115,7 @@ enum Taggable {
     Image(Box<super::model::Image>),
     Snapshot(Box<super::model::Snapshot>),
     Volume(Box<super::model::Volume>),
+    Instance(Box<super::model::Instance>),
 }
 
 fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggable> {
@@ -128,6 +129,9 @@ fn find_taggable(state: &State, ctx: &RequestContext, id: &str) -> Result<Taggab
         Some("vol") => Ok(Taggable::Volume(Box::new(
             (**owned_volume(state, ctx, id)?).clone(),
         ))),
+        Some("i") => Ok(Taggable::Instance(Box::new(
+            (**super::instances::owned_instance(state, ctx, id)?).clone(),
+        ))),
         _ => Err(Error::InvalidId(id.to_string())),
     }
 }
@@ -138,6 +142,7 @@ impl Taggable {
             Taggable::Image(i) => &mut i.tags,
             Taggable::Snapshot(s) => &mut s.tags,
             Taggable::Volume(v) => &mut v.tags,
+            Taggable::Instance(i) => &mut i.tags,
         }
     }
 
@@ -146,6 +151,7 @@ impl Taggable {
             Taggable::Image(i) => Change::PutImage(*i),
             Taggable::Snapshot(s) => Change::PutSnapshot(*s),
             Taggable::Volume(v) => Change::PutVolume(*v),
+            Taggable::Instance(i) => Change::PutInstance(*i),
         }
     }
 }
@@ -249,9 +255,16 @@ impl Service {
             .values()
             .filter(|v| v.region == ctx.region && v.owner_id == me)
             .map(|v| (v.volume_id.as_str(), "volume", v.tags.of(me)));
+        let instances = state
+            .instances
+            .values()
+            .filter(|i| i.region == ctx.region && i.owner_id == me)
+            .map(|i| (i.instance_id.as_str(), "instance", i.tags.of(me)));
         // Rows are keyed "resource-id key" so pages follow a stable order.
         let mut rows: Vec<(String, TagDescription)> = Vec::new();
-        for (resource_id, resource_type, tags) in images.chain(snapshots).chain(volumes) {
+        for (resource_id, resource_type, tags) in
+            images.chain(snapshots).chain(volumes).chain(instances)
+        {
             for (key, value) in tags.iter() {
                 let row = TagDescription {
                     resource_id: resource_id.to_string(),

@@ -151,7 +151,7 @@ fn size_limits(volume_type: &str) -> (i64, i64) {
 
 /// Checks type, size, IOPS and throughput together, and fills the defaults AWS reports:
 /// gp2 gets 3 IOPS per GiB (100..16,000), gp3 3,000 IOPS and 125 MiB/s.
-fn settle_performance(
+pub(crate) fn settle_performance(
     volume_type: &str,
     size: i64,
     iops: Option<i64>,
@@ -252,7 +252,7 @@ impl Service {
     }
 
     /// Forgets a deleted volume's data: closes it and removes its directory.
-    fn drop_volume_data(&self, volume_id: &str) {
+    pub(crate) fn drop_volume_data(&self, volume_id: &str) {
         if let Ok(mut open) = self.open_volumes.lock() {
             open.remove(volume_id);
         }
@@ -364,6 +364,7 @@ impl Service {
                 create_time: time::now_string(),
                 modification: None,
                 tags: tags.clone(),
+                attachment: None,
             };
             let mut changes = vec![Change::PutVolume(volume)];
             if let Some((account_id, region, action, token)) = token_key.clone() {
@@ -651,6 +652,40 @@ impl Service {
             .ok_or_else(|| Error::InternalError(format!("snapshot {id} vanished")))
     }
 
+    /// Fills a `pending` snapshot record (marked `importing`) with the volume's current
+    /// contents: the written blocks are stored over the volume's source, or, if nothing was
+    /// written, the snapshot shares the source's map. CreateImage uses it for each volume.
+    pub(crate) fn fill_volume_snapshot(&self, volume_id: &str, snapshot_id: &str) -> Result<()> {
+        let written = self
+            .written_volume_data(volume_id)?
+            .filter(|d| d.lock().is_ok_and(|d| d.dirty_blocks().next().is_some()));
+        if let Some(data) = written {
+            return self.store_written_blocks(volume_id, snapshot_id, &data);
+        }
+        self.write(|state, _| {
+            let volume = state
+                .volumes
+                .get(volume_id)
+                .ok_or_else(|| Error::InvalidVolumeNotFound(volume_id.to_string()))?;
+            let mut snapshot = state
+                .snapshots
+                .get(snapshot_id)
+                .map(|s| (**s).clone())
+                .ok_or_else(|| Error::InternalError(format!("snapshot {snapshot_id} vanished")))?;
+            snapshot.parent_snapshot_id = volume.base_snapshot_id.clone();
+            snapshot.importing = false;
+            let mut changes = Vec::new();
+            if let Some(base) = &volume.base_snapshot_id {
+                changes.push(Change::CopySnapshotBlocks {
+                    from: base.clone(),
+                    to: snapshot_id.to_string(),
+                });
+            }
+            changes.push(Change::PutSnapshot(snapshot));
+            Ok((changes, ()))
+        })
+    }
+
     /// Stores a volume's written blocks as the pending blocks of `snapshot_id`, seals the
     /// snapshot over the volume's source, and makes it the volume's new source. On failure
     /// the snapshot goes to `error` and its pending blocks are dropped.
@@ -789,7 +824,15 @@ fn volume_filter_values(v: &Volume, f: &Filter, ctx: &RequestContext) -> Vec<Str
         "status" => vec![v.state.as_str().to_string()],
         "volume-id" => vec![v.volume_id.clone()],
         "volume-type" => vec![v.volume_type.clone()],
-        // Attachments arrive with instances.
+        "attachment.attach-time" => v.attachment.iter().map(|a| a.attach_time.clone()).collect(),
+        "attachment.delete-on-termination" => v
+            .attachment
+            .iter()
+            .map(|a| bool_value(a.delete_on_termination))
+            .collect(),
+        "attachment.device" => v.attachment.iter().map(|a| a.device.clone()).collect(),
+        "attachment.instance-id" => v.attachment.iter().map(|a| a.instance_id.clone()).collect(),
+        "attachment.status" => v.attachment.iter().map(|a| a.state.clone()).collect(),
         _ => Vec::new(),
     }
 }

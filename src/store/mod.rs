@@ -12,7 +12,9 @@ mod schema;
 pub use blocks::{BlockRef, BlockUsage};
 
 use crate::error::{Error, Result};
-use crate::service::model::{AccessKey, Account, ExportTask, Image, ImportTask, Snapshot, Volume};
+use crate::service::model::{
+    AccessKey, Account, ExportTask, Image, ImportTask, Instance, Snapshot, Volume,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 use std::sync::Mutex;
@@ -39,6 +41,10 @@ pub enum Change {
     /// Remove a volume; the block map it read through is released if its snapshot is gone
     /// and no other volume uses it.
     DeleteVolume(String),
+    /// Insert or replace an instance.
+    PutInstance(Instance),
+    /// Forget an instance (terminated long enough ago).
+    DeleteInstance(String),
     /// Seal a pending snapshot's blocks: its map becomes the parent's map overlaid with the
     /// blocks written to it, and every block it holds gains a reference.
     SealSnapshotBlocks {
@@ -102,6 +108,8 @@ pub enum LoadedRecord {
     Snapshot(Snapshot),
     /// A volume.
     Volume(Volume),
+    /// An instance.
+    Instance(Instance),
 }
 
 /// Everything loaded at start-up besides images and snapshots (see [`Store::load_all`]).
@@ -175,6 +183,7 @@ impl Store {
         for_each_doc(&conn, "snapshots", |s| record(LoadedRecord::Snapshot(s)))?;
         for_each_doc(&conn, "images", |i| record(LoadedRecord::Image(i)))?;
         for_each_doc(&conn, "volumes", |v| record(LoadedRecord::Volume(v)))?;
+        for_each_doc(&conn, "instances", |i| record(LoadedRecord::Instance(i)))?;
         for_each_doc(&conn, "export_tasks", |t| out.export_tasks.push(t))?;
         for_each_doc(&conn, "import_tasks", |t| out.import_tasks.push(t))?;
         let mut stmt = conn.prepare(
@@ -380,6 +389,21 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<()> {
             if let Some(base) = base {
                 release_orphaned_map(tx, &base)?;
             }
+        }
+        Change::PutInstance(instance) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO instances (instance_id, region, owner_id, doc)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    instance.instance_id,
+                    instance.region,
+                    instance.owner_id,
+                    serde_json::to_string(instance)?
+                ],
+            )?;
+        }
+        Change::DeleteInstance(id) => {
+            tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id])?;
         }
         Change::SealSnapshotBlocks {
             snapshot_id,

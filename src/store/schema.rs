@@ -95,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL
     );
     CREATE INDEX volumes_by_base ON volumes (base_snapshot_id);",
+    // 6: instances.
+    "CREATE TABLE instances (
+        instance_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );",
 ];
 
 /// Brings the database to the newest schema version, each step in its own transaction.

@@ -108,6 +108,16 @@ def kiln(tmp_path_factory) -> KilnServer:
     host, port = "127.0.0.1", _free_port()
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
+    # The tiny test image instances boot from (built from the Debian kernel and busybox
+    # packages that scripts/fetch-guest-packages downloads; cached after the first build).
+    built = subprocess.run(
+        [str(binary), "--data-dir", str(data_dir), "quickstart", "--regions", ",".join(REGIONS)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if built.returncode != 0:
+        pytest.fail(f"kiln quickstart failed:\n{built.stdout}\n{built.stderr}")
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             [
@@ -119,6 +129,12 @@ def kiln(tmp_path_factory) -> KilnServer:
                 str(data_dir),
                 "--regions",
                 ",".join(REGIONS),
+                # No KVM probe (these hosts fail it after 20 s of a busy core) and a short
+                # grace period for guests that ignore the power button.
+                "--accelerator",
+                "tcg",
+                "--stop-timeout",
+                "20",
             ],
             stdout=out,
             stderr=err,
@@ -153,6 +169,24 @@ def kiln(tmp_path_factory) -> KilnServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        kill_guests(data_dir)
+
+
+def kill_guests(data_dir: Path) -> None:
+    """Ends QEMU processes of instances under `data_dir` (guests outlive `kiln serve` by
+    design, so a test run must end the ones it leaves behind)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("qemu-system") and str(data_dir) in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use crate::service::images::{
 };
 use crate::service::model::{BlockDeviceMapping, EbsBlockDevice, Image, LaunchPermission};
 
-fn block_device_mappings(p: &Params) -> Result<Vec<BlockDeviceMapping>> {
+pub(super) fn block_device_mappings(p: &Params) -> Result<Vec<BlockDeviceMapping>> {
     p.structs("BlockDeviceMapping")?
         .into_iter()
         .map(|m| {
@@ -22,7 +22,10 @@ fn block_device_mappings(p: &Params) -> Result<Vec<BlockDeviceMapping>> {
                         .filter(|s| !s.is_empty())
                         .map(Into::into),
                     volume_size: e.int("VolumeSize")?,
-                    volume_type: e.string("VolumeType").map(Into::into),
+                    volume_type: e
+                        .string("VolumeType")
+                        .filter(|s| !s.is_empty())
+                        .map(Into::into),
                     iops: e.int("Iops")?,
                     throughput: e.int("Throughput")?,
                     delete_on_termination: e.bool("DeleteOnTermination")?,

@@ -4,6 +4,7 @@
 mod images;
 mod import;
 mod instance_types;
+mod instances;
 mod regions;
 mod snapshots;
 mod tags;
@@ -93,6 +94,28 @@ pub const ACTIONS: &[(&str, Handler)] = &[
         "DescribeInstanceTypes",
         instance_types::describe_instance_types,
     ),
+    ("RunInstances", instances::run_instances),
+    ("DescribeInstances", instances::describe_instances),
+    (
+        "DescribeInstanceStatus",
+        instances::describe_instance_status,
+    ),
+    ("StartInstances", instances::start_instances),
+    ("StopInstances", instances::stop_instances),
+    ("RebootInstances", instances::reboot_instances),
+    ("TerminateInstances", instances::terminate_instances),
+    ("GetConsoleOutput", instances::get_console_output),
+    (
+        "DescribeInstanceAttribute",
+        instances::describe_instance_attribute,
+    ),
+    (
+        "ModifyInstanceAttribute",
+        instances::modify_instance_attribute,
+    ),
+    ("CreateImage", instances::create_image),
+    ("AttachVolume", instances::attach_volume),
+    ("DetachVolume", instances::detach_volume),
     ("CreateVolume", volumes::create_volume),
     ("DescribeVolumes", volumes::describe_volumes),
     ("DeleteVolume", volumes::delete_volume),

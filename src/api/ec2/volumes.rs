@@ -119,8 +119,18 @@ fn write_volume_fields(call: &Call<'_>, w: &mut XmlWriter, v: &Volume) {
         .leaf("availabilityZone", &v.availability_zone)
         .leaf("status", v.state.as_str())
         .leaf("createTime", &v.create_time);
-    // Attachments arrive with instances: the set is always empty for now.
-    w.open("attachmentSet").close("attachmentSet");
+    w.open("attachmentSet");
+    if let Some(a) = &v.attachment {
+        w.open("item")
+            .leaf("volumeId", &v.volume_id)
+            .leaf("instanceId", &a.instance_id)
+            .leaf("device", &a.device)
+            .leaf("status", &a.state)
+            .leaf("attachTime", &a.attach_time)
+            .bool_leaf("deleteOnTermination", a.delete_on_termination)
+            .close("item");
+    }
+    w.close("attachmentSet");
     w.leaf("volumeType", &v.volume_type)
         .opt_leaf("iops", v.iops.map(|n| n.to_string()).as_deref())
         .opt_leaf("throughput", v.throughput.map(|n| n.to_string()).as_deref())
