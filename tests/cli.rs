@@ -220,3 +220,42 @@ fn account_create_with_malformed_account_id_fails() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn serve_with_auto_accelerator_logs_which_accelerator_it_uses() {
+    // Arrange: a server of its own, with the default `--accelerator auto`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = std::process::Command::new(kiln_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn kiln serve");
+
+    // Act: the probe (a real boot under KVM, up to 20 s) or its absence is reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("accelerator: ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Assert
+    let line = text
+        .lines()
+        .find(|l| l.contains("accelerator: "))
+        .unwrap_or_else(|| panic!("no accelerator line in the log:\n{text}"));
+    assert!(
+        line.contains("accelerator: kvm (") || line.contains("accelerator: tcg ("),
+        "{line}"
+    );
+}

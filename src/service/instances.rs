@@ -1023,6 +1023,155 @@ fn status_filter_values(i: &Instance, f: &Filter) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::images::RegisterImageRequest;
+    use crate::service::model::{Account, EbsBlockDevice};
+    use crate::service::volumes::CreateVolumeRequest;
+    use crate::service::ServiceConfig;
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            account: Account {
+                account_id: "123456789012".into(),
+                name: "t".into(),
+                alias: None,
+                organization_arn: None,
+                organizational_unit_arn: None,
+            },
+            region: "us-east-1".into(),
+            dry_run: false,
+        }
+    }
+
+    /// A service with one image whose root (`/dev/xvda`) is a snapshot of an empty volume.
+    fn service_with_image() -> (tempfile::TempDir, Service, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServiceConfig {
+            copy_delay_ms: 0,
+            ..ServiceConfig::default()
+        };
+        let svc = Service::open(dir.path(), config).unwrap();
+        let volume = svc
+            .create_volume(
+                &ctx(),
+                &CreateVolumeRequest {
+                    availability_zone: Some("us-east-1a".into()),
+                    size: Some(1),
+                    ..CreateVolumeRequest::default()
+                },
+            )
+            .unwrap();
+        svc.complete_volume_work().unwrap();
+        let snapshot = svc
+            .create_snapshot(&ctx(), &volume.volume_id, None, &[])
+            .unwrap();
+        svc.complete_pending_work().unwrap();
+        let image = svc
+            .register_image(
+                &ctx(),
+                RegisterImageRequest {
+                    name: Some("root-image".into()),
+                    root_device_name: Some("/dev/xvda".into()),
+                    block_device_mappings: vec![BlockDeviceMapping {
+                        device_name: "/dev/xvda".into(),
+                        ebs: Some(EbsBlockDevice {
+                            snapshot_id: Some(snapshot.snapshot_id.as_str().into()),
+                            ..EbsBlockDevice::default()
+                        }),
+                        ..BlockDeviceMapping::default()
+                    }],
+                    ..RegisterImageRequest::default()
+                },
+            )
+            .unwrap();
+        (dir, svc, image)
+    }
+
+    fn launch(image_id: &str, count: i64) -> RunInstancesRequest {
+        RunInstancesRequest {
+            image_id: Some(image_id.into()),
+            min_count: Some(count),
+            max_count: Some(count),
+            ..RunInstancesRequest::default()
+        }
+    }
+
+    #[test]
+    fn run_instances_two_records_pending_instances_with_attached_volumes_and_queues_boots() {
+        let (_dir, svc, image) = service_with_image();
+
+        let reservation = svc.run_instances(&ctx(), &launch(&image, 2)).unwrap();
+
+        assert_eq!(reservation.instances.len(), 2);
+        let state = svc.read().unwrap();
+        for i in &reservation.instances {
+            assert_eq!(i.state, InstanceState::Pending);
+            assert_eq!(i.block_devices.len(), 1);
+            let v = &state.volumes[&i.block_devices[0].volume_id];
+            assert_eq!(v.state, VolumeState::InUse);
+            let a = v.attachment.as_ref().unwrap();
+            assert_eq!(
+                (a.instance_id.as_str(), a.device.as_str()),
+                (i.instance_id.as_str(), "/dev/xvda")
+            );
+            assert!(a.delete_on_termination);
+        }
+        drop(state);
+        let ops = svc.take_machine_ops();
+        assert_eq!(ops.len(), 2);
+        assert!(ops.iter().all(|(_, op)| *op == MachineOp::Boot));
+    }
+
+    #[test]
+    fn run_instances_no_device_on_root_fails_and_creates_nothing() {
+        let (_dir, svc, image) = service_with_image();
+        let mut req = launch(&image, 1);
+        req.block_device_mappings = vec![BlockDeviceMapping {
+            device_name: "/dev/xvda".into(),
+            no_device: true,
+            ..BlockDeviceMapping::default()
+        }];
+        let volumes_before = svc.read().unwrap().volumes.len();
+
+        let err = svc.run_instances(&ctx(), &req).unwrap_err();
+
+        assert_eq!(err.code(), "InvalidBlockDeviceMapping");
+        assert!(svc.read().unwrap().instances.is_empty());
+        assert_eq!(svc.read().unwrap().volumes.len(), volumes_before);
+    }
+
+    #[test]
+    fn terminate_instances_with_api_termination_disabled_fails_with_operation_not_permitted() {
+        let (_dir, svc, image) = service_with_image();
+        let mut req = launch(&image, 1);
+        req.disable_api_termination = true;
+        let id = svc.run_instances(&ctx(), &req).unwrap().instances[0]
+            .instance_id
+            .clone();
+
+        let err = svc.terminate_instances(&ctx(), &[id.clone()]).unwrap_err();
+
+        assert_eq!(err.code(), "OperationNotPermitted");
+        assert_eq!(
+            svc.read().unwrap().instances[&id].state,
+            InstanceState::Pending
+        );
+    }
+
+    #[test]
+    fn stop_instances_of_terminated_fails_with_incorrect_instance_state() {
+        let (_dir, svc, image) = service_with_image();
+        let id = svc
+            .run_instances(&ctx(), &launch(&image, 1))
+            .unwrap()
+            .instances[0]
+            .instance_id
+            .clone();
+        svc.terminate_instances(&ctx(), &[id.clone()]).unwrap();
+
+        let err = svc.stop_instances(&ctx(), &[id], false).unwrap_err();
+
+        assert_eq!(err.code(), "IncorrectInstanceState");
+    }
 
     #[test]
     fn check_user_data_invalid_base64_fails_with_invalid_parameter_value() {

@@ -203,6 +203,9 @@ impl KilnServer {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            // No KVM probe: these tests boot no VM, and the probe occupies a core for up
+            // to 20 s on hosts where KVM does not work.
+            .args(["--accelerator", "tcg"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
