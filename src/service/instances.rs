@@ -1148,7 +1148,7 @@ mod tests {
             .instance_id
             .clone();
 
-        let err = svc.terminate_instances(&ctx(), &[id.clone()]).unwrap_err();
+        let err = svc.terminate_instances(&ctx(), std::slice::from_ref(&id)).unwrap_err();
 
         assert_eq!(err.code(), "OperationNotPermitted");
         assert_eq!(
@@ -1166,7 +1166,7 @@ mod tests {
             .instances[0]
             .instance_id
             .clone();
-        svc.terminate_instances(&ctx(), &[id.clone()]).unwrap();
+        svc.terminate_instances(&ctx(), std::slice::from_ref(&id)).unwrap();
 
         let err = svc.stop_instances(&ctx(), &[id], false).unwrap_err();
 
