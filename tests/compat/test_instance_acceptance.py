@@ -345,10 +345,13 @@ def test_create_image_from_written_instance_launches_instance_with_file_across_r
     text = wait_lines(ec2_a, second, READY, count=2)
     assert boots(text, second) == [2, 3]
     assert text.count(f"every-boot: {content}") == 2
-    print("SECOND", text[-2500:]); print("FIRST", console(ec2_a, first)[-2500:])
     assert text.count("second-instance-read:") == 1  # user data runs once per instance
 
-    roots = [root_volume(describe_instance(ec2_a, i)) for i in (first, second)]
+    described = [describe_instance(ec2_a, i) for i in (first, second)]
+    assert [
+        [m["Ebs"]["DeleteOnTermination"] for m in i["BlockDeviceMappings"]] for i in described
+    ] == [[True], [True]]
+    roots = [root_volume(i) for i in described]
     ec2_a.terminate_instances(InstanceIds=[first, second])
     ec2_a.get_waiter("instance_terminated").wait(InstanceIds=[first, second], WaiterConfig=FAST_WAITER)
 
@@ -441,7 +444,6 @@ def test_attach_volume_running_instance_data_reaches_restored_volume_on_other_in
     ec2_a.attach_volume(VolumeId=restored, InstanceId=reader, Device="/dev/sdf")
     wait_attachment(ec2_a, restored, "attached")
     text = wait_lines(ec2_a, reader, "KILN-TINY-USER-DATA-END")
-    print("READER", text[-800:]); print("WRITER", console(ec2_a, writer)[-800:])
     assert f"restored-read: {marker}" in text
 
 
@@ -606,7 +608,6 @@ def test_serve_restart_running_instance_is_adopted_and_keeps_running(own_server,
     # Every tick appended one line to a file on the root volume and synced it.
     assert [lines for _, lines in seen] == [n for n, _ in seen]
     assert [n for n, _ in seen] == list(range(1, len(seen) + 1))
-    print("RESTART CONSOLE", before, "\n", text[-1500:])
     assert boots(text, instance_id) == [1]  # the same guest, not a new boot
     assert qemu_pids(instance_id) == [pid]
 
