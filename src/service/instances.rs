@@ -483,6 +483,15 @@ impl Service {
                     image.image_type
                 )));
             }
+            let kind = instance_type(&type_name)
+                .ok_or_else(|| Error::InternalError(format!("instance type {type_name} vanished")))?;
+            if !kind.architectures().contains(&image.architecture.as_str()) {
+                return Err(Error::InvalidParameterValue(format!(
+                    "The architecture '{}' of the specified instance type does not match the architecture '{}' of the specified AMI. Specify an instance type and an AMI that have matching architectures, and try again.",
+                    kind.architectures().join(", "),
+                    image.architecture
+                )));
+            }
             if image.state != ImageState::Available {
                 return Err(Error::InvalidAmiIdUnavailable(format!(
                     "The image {image_id} is {} and cannot be launched",
@@ -714,6 +723,17 @@ impl Service {
         instance_ids: &[String],
     ) -> Result<Vec<StateChange>> {
         self.transition(ctx, instance_ids, |i| match i.state {
+            InstanceState::Stopped
+                if !i
+                    .block_devices
+                    .iter()
+                    .any(|d| d.device_name == i.root_device_name) =>
+            {
+                Err(Error::InvalidParameterValue(format!(
+                    "Invalid value '{}' for instanceId. Instance does not have a volume attached at root ({})",
+                    i.instance_id, i.root_device_name
+                )))
+            }
             InstanceState::Stopped => Ok(Some((InstanceState::Pending, MachineOp::Boot))),
             InstanceState::Pending | InstanceState::Running => Ok(None),
             _ => Err(Error::IncorrectInstanceState(format!(
@@ -1070,6 +1090,7 @@ mod tests {
                 &ctx(),
                 RegisterImageRequest {
                     name: Some("root-image".into()),
+                    architecture: Some("x86_64".into()),
                     root_device_name: Some("/dev/xvda".into()),
                     block_device_mappings: vec![BlockDeviceMapping {
                         device_name: "/dev/xvda".into(),
@@ -1148,7 +1169,9 @@ mod tests {
             .instance_id
             .clone();
 
-        let err = svc.terminate_instances(&ctx(), std::slice::from_ref(&id)).unwrap_err();
+        let err = svc
+            .terminate_instances(&ctx(), std::slice::from_ref(&id))
+            .unwrap_err();
 
         assert_eq!(err.code(), "OperationNotPermitted");
         assert_eq!(
@@ -1166,7 +1189,8 @@ mod tests {
             .instances[0]
             .instance_id
             .clone();
-        svc.terminate_instances(&ctx(), std::slice::from_ref(&id)).unwrap();
+        svc.terminate_instances(&ctx(), std::slice::from_ref(&id))
+            .unwrap();
 
         let err = svc.stop_instances(&ctx(), &[id], false).unwrap_err();
 
