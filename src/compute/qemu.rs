@@ -315,8 +315,14 @@ impl QemuVm {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.qmp("blockdev-del", Some(serde_json::json!({ "node-name": id })))?;
-        Ok(true)
+        // The device leaves the tree a moment before QEMU lets go of its disk node.
+        loop {
+            match self.qmp("blockdev-del", Some(serde_json::json!({ "node-name": id }))) {
+                Ok(_) => return Ok(true),
+                Err(e) if started.elapsed() > timeout => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Ends QEMU through QMP (`quit`), or by signal if it does not answer.

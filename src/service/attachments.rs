@@ -163,7 +163,8 @@ impl Service {
                 .instances
                 .get(&attachment.instance_id)
                 .ok_or_else(|| Error::InvalidInstanceIdNotFound(attachment.instance_id.clone()))?;
-            if attachment.state != "attached" {
+            // Force may retry a detach that is stuck.
+            if attachment.state != "attached" && !(req.force && attachment.state == "detaching") {
                 return Err(Error::IncorrectState(format!(
                     "Volume '{}' is {}.",
                     req.volume_id, attachment.state

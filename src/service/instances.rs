@@ -167,6 +167,17 @@ const INSTANCE_FILTERS: &[&str] = &[
     "state-reason-message",
     "tenancy",
     "virtualization-type",
+    // Networking and key pairs come later: these match nothing yet, as on an instance
+    // without them.
+    "dns-name",
+    "group-id",
+    "group-name",
+    "ip-address",
+    "key-name",
+    "private-dns-name",
+    "private-ip-address",
+    "subnet-id",
+    "vpc-id",
 ];
 
 const STATUS_FILTERS: &[&str] = &[

@@ -477,9 +477,20 @@ impl Service {
         force: bool,
     ) -> Result<()> {
         if let Some(vm) = machine.vm.as_mut() {
-            if vm.is_alive() && !vm.unplug_disk(volume_id, self.config.stop_timeout)? && !force {
-                tracing::warn!("the guest of {instance_id} did not release {volume_id}");
-                return self.set_attachment_state(volume_id, "attached");
+            if vm.is_alive() {
+                match vm.unplug_disk(volume_id, self.config.stop_timeout) {
+                    Ok(true) => {}
+                    Ok(false) if force => {}
+                    Ok(false) => {
+                        tracing::warn!("the guest of {instance_id} did not release {volume_id}");
+                        return self.set_attachment_state(volume_id, "attached");
+                    }
+                    Err(e) => {
+                        // Still attached as far as anyone can tell: say so, so it can be retried.
+                        self.set_attachment_state(volume_id, "attached")?;
+                        return Err(e);
+                    }
+                }
             }
         }
         if let Some(pos) = machine.disks.iter().position(|(v, _)| v == volume_id) {
