@@ -35,7 +35,57 @@ pub struct CreateImageRequest {
     pub tag_specifications: Vec<TagSpecification>,
 }
 
+/// Parameters of CreateSnapshots.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSnapshotsRequest {
+    /// The instance whose volumes are snapshotted.
+    pub instance_id: String,
+    /// Leave out the root volume.
+    pub exclude_boot_volume: bool,
+    /// Leave out these data volumes.
+    pub exclude_data_volume_ids: Vec<String>,
+    /// Description of every snapshot.
+    pub description: Option<String>,
+    /// Tags for the snapshots.
+    pub tag_specifications: Vec<TagSpecification>,
+}
+
 impl Service {
+    /// CreateSnapshots: one snapshot per attached volume of an instance (each incremental
+    /// over its volume's source, taken as CreateSnapshot takes it).
+    pub fn create_snapshots(
+        &self,
+        ctx: &RequestContext,
+        req: &CreateSnapshotsRequest,
+    ) -> Result<Vec<std::sync::Arc<Snapshot>>> {
+        let volumes: Vec<String> = {
+            let state = self.read()?;
+            let instance = owned_instance(&state, ctx, &req.instance_id)?;
+            if instance.state == InstanceState::Terminated {
+                return Err(Error::IncorrectInstanceState(format!(
+                    "The instance '{}' is terminated.",
+                    req.instance_id
+                )));
+            }
+            instance
+                .block_devices
+                .iter()
+                .filter(|d| {
+                    !(req.exclude_boot_volume && d.device_name == instance.root_device_name)
+                })
+                .filter(|d| !req.exclude_data_volume_ids.contains(&d.volume_id))
+                .map(|d| d.volume_id.clone())
+                .collect()
+        };
+        ctx.finish_dry_run()?;
+        volumes
+            .iter()
+            .map(|v| {
+                self.create_snapshot(ctx, v, req.description.as_deref(), &req.tag_specifications)
+            })
+            .collect()
+    }
+
     /// CreateImage: records the image and its snapshots `pending` and queues the work.
     pub fn create_image(&self, ctx: &RequestContext, req: &CreateImageRequest) -> Result<String> {
         let name = req

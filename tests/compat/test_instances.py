@@ -1268,3 +1268,34 @@ def test_aws_cli_run_describe_terminate_instance(aws_cli, ec2_a, image_id):
     assert described == [[instance_id, "t3.small", image_id]]
     assert [c["InstanceId"] for c in ended["TerminatingInstances"]] == [instance_id]
     assert ended["TerminatingInstances"][0]["CurrentState"]["Name"] in ("shutting-down", "terminated")
+
+
+def test_create_snapshots_of_instance_excluding_boot_volume_snapshots_data_volumes_only(ec2_a, fleet):
+    instance_id = fleet.run_stopped(
+        BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1}}]
+    )["Instances"][0]["InstanceId"]
+    try:
+        devices = volumes_by_device(describe(ec2_a, instance_id))
+
+        resp = ec2_a.create_snapshots(
+            InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": True},
+            Description="data volumes",
+        )
+
+        assert [s["VolumeId"] for s in resp["Snapshots"]] == [devices["/dev/sdf"]]
+        snapshot_id = resp["Snapshots"][0]["SnapshotId"]
+        ec2_a.get_waiter("snapshot_completed").wait(
+            SnapshotIds=[snapshot_id], WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        snap = ec2_a.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+        assert (snap["Description"], snap["VolumeId"]) == ("data volumes", devices["/dev/sdf"])
+        ec2_a.delete_snapshot(SnapshotId=snapshot_id)
+    finally:
+        fleet.end(instance_id)
+
+
+def test_create_snapshots_unknown_instance_fails_invalid_instance_id_not_found(ec2_a):
+    with pytest.raises(ClientError) as e:
+        ec2_a.create_snapshots(InstanceSpecification={"InstanceId": "i-0123456789abcdef0"})
+
+    assert error_code(e) == "InvalidInstanceID.NotFound"

@@ -5,7 +5,7 @@ use super::{write_tag_set, Call};
 use crate::api::xml::XmlWriter;
 use crate::error::{Error, Result};
 use crate::service::attachments::{AttachmentReport, DetachVolumeRequest};
-use crate::service::instance_images::CreateImageRequest;
+use crate::service::instance_images::{CreateImageRequest, CreateSnapshotsRequest};
 use crate::service::instance_types::instance_type;
 use crate::service::instances::{
     status_check, DescribeInstancesRequest, InstanceAttribute, InstanceAttributeChange,
@@ -253,6 +253,37 @@ pub fn create_image(call: &Call<'_>) -> Result<String> {
     let image_id = call.service.create_image(call.ctx, &req)?;
     let mut w = call.response();
     w.leaf("imageId", &image_id);
+    Ok(call.finish(w))
+}
+
+/// CreateSnapshots (of an instance's volumes).
+pub fn create_snapshots(call: &Call<'_>) -> Result<String> {
+    let p = call.params;
+    let req = CreateSnapshotsRequest {
+        instance_id: p.required("InstanceSpecification.InstanceId")?.to_string(),
+        exclude_boot_volume: p.flag("InstanceSpecification.ExcludeBootVolume")?,
+        exclude_data_volume_ids: p.list("InstanceSpecification.ExcludeDataVolumeId")?,
+        description: non_empty(call, "Description"),
+        tag_specifications: p.tag_specifications()?,
+    };
+    let snapshots = call.service.create_snapshots(call.ctx, &req)?;
+    let mut w = call.response();
+    w.open("snapshotSet");
+    for s in &snapshots {
+        w.open("item")
+            .leaf("snapshotId", &s.snapshot_id)
+            .leaf("volumeId", &s.volume_id)
+            .leaf("state", s.state.as_str())
+            .leaf("volumeSize", &s.volume_size.to_string())
+            .leaf("startTime", &s.start_time)
+            .leaf("progress", &s.progress)
+            .leaf("ownerId", &s.owner_id)
+            .leaf("description", &s.description)
+            .bool_leaf("encrypted", s.encrypted);
+        write_tag_set(&mut w, s.tags.of(call.ctx.account_id()));
+        w.close("item");
+    }
+    w.close("snapshotSet");
     Ok(call.finish(w))
 }
 

@@ -114,6 +114,7 @@ pub const ACTIONS: &[(&str, Handler)] = &[
         instances::modify_instance_attribute,
     ),
     ("CreateImage", instances::create_image),
+    ("CreateSnapshots", instances::create_snapshots),
     ("AttachVolume", instances::attach_volume),
     ("DetachVolume", instances::detach_volume),
     ("CreateVolume", volumes::create_volume),
