@@ -223,29 +223,6 @@ impl Service {
         Ok(image_id)
     }
 
-    /// Puts a snapshot that could not be filled in `error` (its image then fails).
-    fn fail_snapshot(&self, snapshot_id: &str, error: &Error) {
-        let outcome = self.write(|state, _| {
-            let Some(s) = state.snapshots.get(snapshot_id) else {
-                return Ok((Vec::new(), ()));
-            };
-            let mut failed = (**s).clone();
-            failed.state = super::model::SnapshotState::Error;
-            failed.state_message = Some(error.to_string());
-            failed.importing = false;
-            Ok((
-                vec![
-                    Change::DropPendingBlocks(snapshot_id.to_string()),
-                    Change::PutSnapshot(failed),
-                ],
-                (),
-            ))
-        });
-        if let Err(e) = outcome {
-            tracing::warn!("recording the failure of {snapshot_id}: {e}");
-        }
-    }
-
     /// The machine's part of CreateImage: quiet the guest (unless `no_reboot`), fill each
     /// snapshot from its volume, resume the guest.
     pub(crate) fn image_from_machine(

@@ -701,24 +701,32 @@ impl Service {
         let outcome = self.seal_volume_snapshot(volume_id, snapshot_id, &mut data);
         if let Err(e) = &outcome {
             tracing::warn!("snapshot {snapshot_id} of {volume_id} failed: {e}");
-            let _ = self.write(|state, _| {
-                let Some(s) = state.snapshots.get(snapshot_id) else {
-                    return Ok((Vec::new(), ()));
-                };
-                let mut failed = (**s).clone();
-                failed.state = SnapshotState::Error;
-                failed.state_message = Some(e.to_string());
-                failed.importing = false;
-                Ok((
-                    vec![
-                        Change::DropPendingBlocks(snapshot_id.to_string()),
-                        Change::PutSnapshot(failed),
-                    ],
-                    (),
-                ))
-            });
+            self.fail_snapshot(snapshot_id, e);
         }
         outcome
+    }
+
+    /// Puts a snapshot that could not be filled in `error` and drops its pending blocks (an image using it then fails).
+    pub(crate) fn fail_snapshot(&self, snapshot_id: &str, error: &Error) {
+        let outcome = self.write(|state, _| {
+            let Some(s) = state.snapshots.get(snapshot_id) else {
+                return Ok((Vec::new(), ()));
+            };
+            let mut failed = (**s).clone();
+            failed.state = SnapshotState::Error;
+            failed.state_message = Some(error.to_string());
+            failed.importing = false;
+            Ok((
+                vec![
+                    Change::DropPendingBlocks(snapshot_id.to_string()),
+                    Change::PutSnapshot(failed),
+                ],
+                (),
+            ))
+        });
+        if let Err(e) = outcome {
+            tracing::warn!("recording the failure of {snapshot_id}: {e}");
+        }
     }
 
     /// The work of [`Self::store_written_blocks`], with the volume held still.
